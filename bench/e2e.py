@@ -61,20 +61,22 @@ def main() -> None:
     parser.add_argument("--response", type=int, default=128, help="max response tokens")
     parser.add_argument("--gpus", type=int, default=1)
     parser.add_argument("--offload", default="auto", help="True/False, or auto: on for one GPU")
+    parser.add_argument("--model", help="an existing 4b-shape checkpoint (default: made under --work)")
     parser.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "molmo_agent_bench_e2e"))
     args = parser.parse_args()
     work = pathlib.Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     py = sys.executable
 
-    if not (work / "model" / "config.json").exists():
-        shell([py, "-m", "molmo_agent.models.molmo2.make_checkpoint", str(work / "model"), "--size", "4b-shape"])
+    model = pathlib.Path(args.model) if args.model else work / "model"
+    if not (model / "config.json").exists():
+        shell([py, "-m", "molmo_agent.models.molmo2.make_checkpoint", str(model), "--size", "4b-shape"])
     if not (work / "games").exists():
         shell([py, "-m", "molmo_agent.envs.alfworld.generate", "--out", str(work / "games"), "--train",
                str(args.games), "--valid-seen", "1", "--valid-unseen", "1", "--seed", "0"])
     shell([py, "examples/data_preprocess/alfworld.py", "--data", str(work / "games"), "--out", str(work / "data")])
 
-    env = {"MODEL_PATH": str(work / "model"), "DATA_DIR": str(work / "data"), "N_GPUS": str(args.gpus),
+    env = {"MODEL_PATH": str(model), "DATA_DIR": str(work / "data"), "N_GPUS": str(args.gpus),
            "TRAIN_BATCH": str(args.games), "GROUP_SIZE": str(args.group), "MAX_STEPS": str(args.max_steps),
            "PYTHON": py}
     if args.offload != "auto":
@@ -82,9 +84,11 @@ def main() -> None:
     overrides = [f"data.max_response_length={args.response}", "data.max_prompt_length=2048",
                  "trainer.total_training_steps=1", "trainer.val_before_train=False", "trainer.test_freq=-1",
                  "trainer.save_freq=-1", "trainer.logger=[console]", "trainer.experiment_name=bench_e2e",
-                 "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
-                 "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
-                 "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4"]
+                 "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
+                 "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16",
+                 "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=16",
+                 # the engine's first start on a node compiles for minutes; eager keeps the bench in one call
+                 "actor_rollout_ref.rollout.enforce_eager=True"]
     command = ["bash", "examples/gigpo_trainer/run_alfworld_molmo2.sh", *overrides]
     start = time.perf_counter()
     log = shell(command, log=work / "train.log", env=env)

@@ -7,7 +7,8 @@ as soon as its answer is decoded, so generation of some sessions overlaps enviro
 episodes free the engine early. Lock-step (verl-agent's multi-turn rollout): every step waits until all running
 sessions have their prompt, then generates for all of them as one batch, then steps all environments. Both run
 the same `EnvAgentLoop` code; lock-step only adds a barrier in front of `generate`. Prefix caching is on. The
-goal is async wall time <= 0.6 × lock-step's. Writes bench/results/rollout_overlap_<gpu>.json.
+goal is async wall time <= 0.6 × lock-step's; the GPU's busy fraction (nvidia-smi, 100 ms samples) is reported
+for each run. Writes bench/results/rollout_overlap_<gpu>.json.
 """
 import argparse
 import asyncio
@@ -17,12 +18,10 @@ import sys
 import time
 from uuid import uuid4
 
+import subprocess
+
 from hydra import compose, initialize_config_dir
 from transformers import AutoTokenizer
-from vllm import AsyncEngineArgs, SamplingParams
-from vllm.inputs import TokensPrompt
-from vllm.v1.engine.async_llm import AsyncLLM
-
 from verl.experimental.agent_loop.agent_loop import DictConfigWrap
 from verl.utils.dataset.rl_dataset import RLHFDataset
 from verl.workers.rollout.replica import TokenOutput
@@ -36,11 +35,14 @@ GOAL = 0.6
 class EngineServer:
     """verl's `server_manager.generate` on one in-process vLLM engine."""
 
-    def __init__(self, engine: AsyncLLM):
+    def __init__(self, engine):
         self.engine = engine
         self.generated_tokens = 0
 
     async def generate(self, request_id, *, prompt_ids, sampling_params, image_data=None, **kwargs) -> TokenOutput:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
         params = SamplingParams(max_tokens=sampling_params["max_tokens"], temperature=sampling_params["temperature"],
                                 top_p=sampling_params.get("top_p", 1.0))
         final = None
@@ -76,6 +78,21 @@ class LockStep:
             self.waiting = []
 
 
+class GpuBusy:
+    """GPU utilization (the share of time a kernel ran, as nvidia-smi reports it) sampled every 100 ms."""
+
+    def __enter__(self):
+        self.process = subprocess.Popen(
+            ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100"],
+            stdout=subprocess.PIPE, text=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        samples = [float(line) for line in self.process.communicate()[0].split() if line.strip().isdigit()]
+        self.fraction = round(sum(samples) / len(samples) / 100, 3) if samples else None
+
+
 async def rollout(config, tokenizer, server, rows: list[dict], lock_step: bool) -> tuple[float, int]:
     """Wall seconds and step samples of one batch: every row played by G sessions at once."""
     group = config.actor_rollout_ref.rollout.n
@@ -104,10 +121,14 @@ async def bench(args) -> dict:
             f"data.train_batch_size={args.games}", f"actor_rollout_ref.rollout.n={args.group}",
             "actor_rollout_ref.rollout.agent.num_workers=1", f"env.max_steps={args.max_steps}",
             f"data.max_response_length={args.response}", "data.max_prompt_length=2048"])
+    from vllm import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     engine = AsyncLLM.from_engine_args(AsyncEngineArgs(
         model=args.model, enable_prefix_caching=True, gpu_memory_utilization=args.gpu_memory_utilization,
-        max_model_len=2048 + args.response, seed=0))
+        max_model_len=2048 + args.response, seed=0,
+        enforce_eager=args.eager))
     server = EngineServer(engine)
     games = sorted(str(p) for p in pathlib.Path(args.games_root).rglob("game.tw-pddl"))[: args.games]
     if len(games) < args.games:
@@ -119,8 +140,10 @@ async def bench(args) -> dict:
     times = {}
     for name, lock_step in (("lock_step", True), ("async", False), ("lock_step_again", True), ("async_again", False)):
         server.generated_tokens = 0
-        wall, samples = await rollout(config, tokenizer, server, rows, lock_step)
-        times[name] = {"wall_s": round(wall, 2), "step_samples": samples, "generated_tokens": server.generated_tokens}
+        with GpuBusy() as busy:
+            wall, samples = await rollout(config, tokenizer, server, rows, lock_step)
+        times[name] = {"wall_s": round(wall, 2), "step_samples": samples, "generated_tokens": server.generated_tokens,
+                       "gpu_busy_fraction": busy.fraction}
         print(name, times[name], flush=True)
     engine.shutdown()
     lock = min(times["lock_step"]["wall_s"], times["lock_step_again"]["wall_s"])
@@ -138,6 +161,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--response", type=int, default=128)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.8)
+    parser.add_argument("--eager", action="store_true", help="vLLM without CUDA graphs (skips minutes of compiling)")
     parser.add_argument("--machine", default="gpu", help="suffix of the result file")
     args = parser.parse_args()
     result = {"bench": "rollout_overlap", "command": " ".join([sys.executable, *sys.argv]),

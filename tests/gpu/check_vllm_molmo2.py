@@ -8,16 +8,18 @@ $OUT/vllm_molmo2_checks_<size>.json. Checks:
 - plugin: vLLM's registry in this process, and the model and config classes inside the engine's worker
   process, are ours (our `vllm.general_plugins` entry point ran there); vLLM resolves our processor with
   trust_remote_code=False.
-- tokens: for an image prompt, the token ids vLLM builds (from text, and from our token ids as verl sends
-  them) equal our processor's.
+- tokens: the token ids vLLM builds for a text prompt (from a string) and an image prompt (from a string, and
+  from our token ids as verl sends them) equal our processor's.
 - parity: log-probabilities of vLLM (bf16) and our transformers model agree: prompt log-probs (text prompts)
   and the top-20 log-probs of 8 greedy steps (text and image prompts), both against our model in fp32; the
   tolerance is 3x the error of our own model in bf16 (at least 0.05 max, 0.01 mean). Greedy: every token vLLM
   picks is the fp32 argmax, or within the tolerance of it (a near tie).
-- sync: an engine on checkpoint A receives B through verl's bucketed IPC path and then answers exactly as an
-  engine started on B (buckets that split the two embedding tables apart); then A again, one tensor per bucket
-  in reverse order, and it answers as at the start.
-- sleep: level 1 (weights offloaded to CPU) keeps the weights; level 2 (weights discarded) followed by verl's
+- sync: an engine on checkpoint A receives B, then A, then B, then A through verl's bucketed IPC path (one
+  tensor per bucket in reverse order; 1 MB buckets, which split the two embedding tables apart, twice; one 2 GB
+  bucket); after each its parameters equal byte for byte those of an engine started on the sent checkpoint, and
+  it answers exactly as that engine does. Each sync starts from the other checkpoint, so a tensor that was not
+  loaded shows.
+- sleep: level 1 (weights offloaded to CPU) keeps the weights (parameters and answers); level 2 (weights discarded) followed by verl's
   sequence wake(weights) -> sync -> wake(kv_cache) serves the synced weights.
 - bad_input: a bucket with an unknown tensor name, or a wrong shape, fails with an error naming the tensor.
 - ray: with vLLM's Ray executor the worker is a Ray actor, and it too serves our class.
@@ -207,21 +209,23 @@ def check_plugin(report, llm, model_dir: Path, name: str = "plugin") -> None:
 
 
 def check_tokens(report, llm, prompt: Prompt, text_prompt: Prompt) -> None:
+    """The ids vLLM serves equal our processor's: from a string (vLLM tokenizes, then adds the BOS and expands the
+    image) and from our token ids (verl's way: expanded image blocks collapse, then expand again)."""
     from vllm import SamplingParams
 
     params = SamplingParams(max_tokens=1, temperature=0.0)
-    text_ids = list(llm.generate([text_prompt.text], params, use_tqdm=False)[0].prompt_token_ids)
-    print(f"INFO text-only string prompt: vLLM {len(text_ids)} tokens, our processor {len(text_prompt.ids)}; "
-          f"equal to ours without the BOS: {text_ids == text_prompt.ids[1:]} (verl sends token ids)", flush=True)
-    from_text = llm.generate([{"prompt": prompt.text, "multi_modal_data": {"image": prompt.image}}], params,
-                             use_tqdm=False)[0].prompt_token_ids
-    from_ids = llm.generate([prompt.request], params, use_tqdm=False)[0].prompt_token_ids
-    for source, ids in (("text", from_text), ("token_ids", from_ids)):
-        same = list(ids) == prompt.ids
-        detail = (f"{len(ids)} tokens identical ({prompt.ids.count(151938)} <im_patch>)" if same else
-                  f"vLLM {len(ids)} tokens, our processor {len(prompt.ids)}; first difference at "
-                  f"{common_prefix(list(ids), prompt.ids)}")
-        report.add(f"tokens_image_prompt_from_{source}", same, detail)
+    requests = {
+        "text_prompt_from_text": (text_prompt, text_prompt.text),
+        "image_prompt_from_text": (prompt, {"prompt": prompt.text, "multi_modal_data": {"image": prompt.image}}),
+        "image_prompt_from_token_ids": (prompt, prompt.request),
+    }
+    for name, (expected, request) in requests.items():
+        ids = list(llm.generate([request], params, use_tqdm=False)[0].prompt_token_ids)
+        same = ids == expected.ids
+        detail = (f"{len(ids)} tokens identical ({expected.ids.count(151938)} <im_patch>)" if same else
+                  f"vLLM {len(ids)} tokens, our processor {len(expected.ids)}; first difference at "
+                  f"{common_prefix(ids, expected.ids)}")
+        report.add(f"tokens_{name}", same, detail)
 
 
 def check_bad_input(report, llm, layout_example: tuple[str, torch.Tensor]) -> None:
@@ -339,28 +343,41 @@ def sync_and_sleep(report, checks, llm, engine, base: Path, a: Path, root: Path,
 
     state_a, state_b = state(a), state(b)
     names = [n for n, _ in state_b]
-    table = names.index("model.transformer.wte.embedding")
-    new_table = names.index("model.transformer.wte.new_embedding")
+    tables = f"tables at positions {names.index('model.transformer.wte.embedding')} and " \
+             f"{names.index('model.transformer.wte.new_embedding')} of {len(names)}"
+    fingerprints_a = harness.weight_fingerprints(llm)
+
+    def synced(check: str, expected_fingerprints: dict, expected_answers: list[dict], detail: str) -> None:
+        """The engine's parameters equal, byte for byte, those of an engine started on the sent checkpoint; so
+        do its answers."""
+        differ = harness.differing(harness.weight_fingerprints(llm), expected_fingerprints)
+        ok, answers = same_answers(run_engine(llm, prompts), expected_answers)
+        report.add(check, ok and not differ, f"{answers}; parameters differing from the expected engine's: "
+                   f"{len(differ)} of {len(expected_fingerprints)} {differ[:8]} ({detail})", differing=differ)
+
     if "sync" in checks:
-        expected_b = run_engine(engine(b), prompts)
+        engine_b = engine(b)
+        expected_b, fingerprints_b = run_engine(engine_b, prompts), harness.weight_fingerprints(engine_b)
+        seconds = harness.sync_weights_like_verl(llm, list(reversed(state_b)), bucket_bytes=1)
+        synced("sync_A_to_B_one_tensor_per_bucket_reversed", fingerprints_b, expected_b,
+               f"{len(names)} buckets, {seconds:.2f}s")
+        seconds = harness.sync_weights_like_verl(llm, state_a, bucket_bytes=1 << 20)
+        synced("sync_B_to_A_1MB_buckets", fingerprints_a, start_answers,
+               f"{tables}: the larger alone, the other with its neighbours; {seconds:.2f}s")
         seconds = harness.sync_weights_like_verl(llm, state_b, bucket_bytes=1 << 20)
-        ok, detail = same_answers(run_engine(llm, prompts), expected_b)
-        report.add("sync_A_to_B_1MB_buckets", ok, f"{detail} (tables at positions {table} and {new_table} of "
-                   f"{len(names)}: the larger alone, the other with its neighbours; {seconds:.2f}s)")
-        seconds = harness.sync_weights_like_verl(llm, list(reversed(state_a)), bucket_bytes=1)
-        ok, detail = same_answers(run_engine(llm, prompts), start_answers)
-        report.add("sync_B_to_A_one_tensor_per_bucket_reversed", ok, f"{detail} ({len(names)} buckets, {seconds:.2f}s)")
+        synced("sync_A_to_B_1MB_buckets", fingerprints_b, expected_b, f"{seconds:.2f}s")
+        seconds = harness.sync_weights_like_verl(llm, state_a, bucket_bytes=harness.VERL_DEFAULT_BUCKET_BYTES)
+        synced("sync_B_to_A_one_2GB_bucket", fingerprints_a, start_answers, f"{seconds:.2f}s")
         if "sleep" in checks:
             llm.sleep(level=1)
             llm.wake_up()
-            ok, detail = same_answers(run_engine(llm, prompts), start_answers)
-            report.add("sleep_level1_keeps_weights", ok, detail)
+            synced("sleep_level1_keeps_weights", fingerprints_a, start_answers, "sleep(1), wake_up()")
             llm.sleep(level=2)
             llm.wake_up(tags=["weights"])
             harness.sync_weights_like_verl(llm, state_b, bucket_bytes=harness.VERL_DEFAULT_BUCKET_BYTES)
             llm.wake_up(tags=["kv_cache"])
-            ok, detail = same_answers(run_engine(llm, prompts), expected_b)
-            report.add("sleep_level2_then_sync_serves_B", ok, detail)
+            synced("sleep_level2_then_sync_serves_B", fingerprints_b, expected_b,
+                   "sleep(2), wake_up(weights), sync, wake_up(kv_cache)")
     if "bad_input" in checks:
         check_bad_input(report, llm, next((n, t) for n, t in state_b if t.ndim == 2 and "wte." not in n))
 

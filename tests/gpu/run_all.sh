@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The GPU suite on one GPU (tests/gpu/README.md): our vLLM Molmo2 against our transformers Molmo2.
-# Usage: tests/gpu/run_all.sh [STAGE ...]     stages, in this order by default:
+# Usage: tests/gpu/run_all.sh [STAGE ...]     stages, in this order by default (bench only when named):
 #   tiny   every check of check_vllm_molmo2.py on the tiny checkpoint (plugin, tokens, parity, sync, sleep,
 #          bad_input, ray)                                                         ~5 min on a fresh node
+#   e2e    tests/gpu/e2e.sh: two GiGPO iterations through Ray + FSDP + vLLM, then a resumed third
 #   4b     plugin, tokens and parity on the 4b-shape checkpoint (made here, ~9 GB)  ~4 min
 #   bench  bench/vllm_molmo2.py: decode throughput and weight-sync time, 4b-shape   ~5 min
-# Time limit of each stage in seconds: TINY_S (540), FOURB_S (360), BENCH_S (480).
+# Time limit of each stage in seconds: TINY_S (540), E2E_S (540 per run, two runs), FOURB_S (360), BENCH_S (480).
 # Needs the bundle installed (install_bundle.sh). Prints PASS/FAIL lines, then a summary; writes JSON summaries,
 # the bench result and run_all.log to $OUT (default ./gpu-out). Exit status 0 only if every check passed.
 cd "$(dirname "$0")/../.." || exit 1
@@ -13,14 +14,15 @@ cd "$(dirname "$0")/../.." || exit 1
 export OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(tiny 4b bench)
+[ ${#stages[@]} -gt 0 ] || stages=(tiny e2e 4b)
 for stage in "${stages[@]}"; do
   echo "=== $stage ($(date +%T)) ==="
   case $stage in  # each stage under its own time limit (seconds), so that one hang cannot eat the others
     tiny)  timeout "${TINY_S:-540}" python3 tests/gpu/check_vllm_molmo2.py --size tiny ;;
+    e2e)   bash tests/gpu/e2e.sh all && echo "PASS e2e: $(tail -1 "$OUT/e2e_check.txt")" ;;
     4b)    timeout "${FOURB_S:-360}" python3 tests/gpu/check_vllm_molmo2.py --size 4b-shape --checks plugin,tokens,parity ;;
     bench) timeout "${BENCH_S:-480}" python3 bench/vllm_molmo2.py ;;
-    *)     echo "unknown stage (tiny, 4b, bench)"; false ;;
+    *)     echo "unknown stage (tiny, e2e, 4b, bench)"; false ;;
   esac
   status=$?
   [ $status -eq 0 ] || echo "FAIL stage $stage: exit status $status$([ $status -eq 124 ] && echo ' (time limit)')"

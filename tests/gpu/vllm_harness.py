@@ -163,6 +163,32 @@ def describe_model(model) -> dict:
     }
 
 
+def fingerprint_parameters(model) -> dict[str, str]:
+    """vLLM parameter name -> SHA-1 of its bytes (module level: Ray workers unpickle it by name). A vocabulary
+    table counts its real rows only: vLLM pads them to a multiple of 64, and the padding is never loaded."""
+    import hashlib
+
+    rows = {f"{name}.weight": m.shard_indices for name, m in model.named_modules() if hasattr(m, "shard_indices")}
+    out = {}
+    for name, param in model.named_parameters():
+        data = param.data
+        if name in rows:
+            data = data[: rows[name].org_vocab_end_index - rows[name].org_vocab_start_index]
+        out[name] = hashlib.sha1(data.contiguous().view(torch.uint8).cpu().numpy().tobytes()).hexdigest()
+    return out
+
+
+def weight_fingerprints(llm) -> dict[str, str]:
+    """`fingerprint_parameters` of the engine's model (one worker: the checks run on one GPU)."""
+    (fingerprints,) = llm.apply_model(fingerprint_parameters)
+    return fingerprints
+
+
+def differing(fingerprints: dict[str, str], expected: dict[str, str]) -> list[str]:
+    """Names whose fingerprints differ, or that only one side has."""
+    return sorted(n for n in fingerprints.keys() | expected.keys() if fingerprints.get(n) != expected.get(n))
+
+
 def model_class_in_workers(llm) -> list[dict]:
     """`describe_model` as seen inside every vLLM worker."""
     return llm.apply_model(describe_model)

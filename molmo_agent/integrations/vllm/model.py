@@ -35,11 +35,14 @@ class Molmo2ExpandedPromptProcessor(vllm_molmo2.Molmo2MultiModalProcessor):
     """vLLM's Molmo2 processing, taking token prompts with expanded image blocks too."""
 
     def _apply_hf_processor_tokens_only(self, prompt_tokens: list[int]) -> list[int]:
+        """Collapse expanded image blocks, then the stock step (prepend the BOS when missing: vLLM tokenizes
+        string prompts without it, and our processor, like the released one, always starts with it)."""
         config = self.info.get_hf_config()
         placeholder_id = self.info.get_tokenizer().convert_tokens_to_ids(vllm_molmo2.IMAGE_PROMPT)
-        return collapse_image_blocks(
+        collapsed = collapse_image_blocks(
             prompt_tokens, placeholder_id, config.low_res_image_start_token_id, config.image_end_token_id
         )
+        return super()._apply_hf_processor_tokens_only(collapsed)
 
 
 @MULTIMODAL_REGISTRY.register_processor(
