@@ -43,6 +43,9 @@ def compose_config(model_dir: pathlib.Path, *overrides: str):
             f"algorithm.gigpo.invalid_action_penalty_coef={PENALTY}", *overrides])
 
 
+SERVER_FIELDS = {"global_steps": 3, "min_global_steps": 3, "max_global_steps": 3}
+
+
 class TinyModelServer:
     """`server_manager.generate` on a real HF model: samples up to `max_tokens` new tokens after `prompt_ids`."""
 
@@ -58,7 +61,8 @@ class TinyModelServer:
                                       output_scores=True, return_dict_in_generate=True)
         new = out.sequences[0, len(prompt_ids):]
         logprobs = [torch.log_softmax(score[0], -1)[token].item() for score, token in zip(out.scores, new)]
-        return TokenOutput(token_ids=new.tolist(), log_probs=logprobs)
+        # What verl's server manager adds: the weight versions that generated the answer.
+        return TokenOutput(token_ids=new.tolist(), log_probs=logprobs, extra_fields=dict(SERVER_FIELDS))
 
 
 class ScriptedServer:
@@ -114,6 +118,7 @@ def test_tiny_model_sessions_give_step_samples_and_gigpo_advantages(model_dir):
         assert [f[steps.DONE] for f in fields] == [False] * (MAX_STEPS - 1) + [True]
         assert not any(f[steps.IS_ACTION_VALID] or f[steps.WON] for f in fields)
         assert all(f[steps.ENV_REWARD] == 0.0 for f in fields)
+        assert all(f[key] == value for f in fields for key, value in SERVER_FIELDS.items())  # verl's metrics read them
         assert fields[0][steps.TASK_TYPE] != "from-the-row"  # the game's own type, from the environment
         for output, call in zip(outputs, server.calls, strict=True):
             assert output.prompt_ids == call["prompt_ids"] and call["max_tokens"] == RESPONSE_LENGTH

@@ -8,8 +8,8 @@ $OUT/vllm_molmo2_checks_<size>.json. Checks:
 - plugin: vLLM's registry in this process, and the model and config classes inside the engine's worker
   process, are ours (our `vllm.general_plugins` entry point ran there); vLLM resolves our processor with
   trust_remote_code=False.
-- tokens: the token ids vLLM builds for a text prompt (from a string) and an image prompt (from a string, and
-  from our token ids as verl sends them) equal our processor's.
+- tokens: the token ids vLLM builds for an image prompt (from a string, and from our token ids as verl sends
+  them) equal our processor's.
 - parity: log-probabilities of vLLM (bf16) and our transformers model agree: prompt log-probs (text prompts)
   and the top-20 log-probs of 8 greedy steps (text and image prompts), both against our model in fp32; the
   tolerance is 3x the error of our own model in bf16 (at least 0.05 max, 0.01 mean). Greedy: every token vLLM
@@ -209,13 +209,17 @@ def check_plugin(report, llm, model_dir: Path, name: str = "plugin") -> None:
 
 
 def check_tokens(report, llm, prompt: Prompt, text_prompt: Prompt) -> None:
-    """The ids vLLM serves equal our processor's: from a string (vLLM tokenizes, then adds the BOS and expands the
-    image) and from our token ids (verl's way: expanded image blocks collapse, then expand again)."""
+    """The ids vLLM serves for an image prompt equal our processor's: from a string (vLLM tokenizes, then adds the
+    BOS and expands the image) and from our token ids (verl's way: expanded blocks collapse, then expand again)."""
     from vllm import SamplingParams
 
     params = SamplingParams(max_tokens=1, temperature=0.0)
+    text_ids = list(llm.generate([text_prompt.text], params, use_tqdm=False)[0].prompt_token_ids)
+    # Not a check: a text-only string bypasses the multimodal processor, and the tokenizer (like the released
+    # one, add_bos_token=false) adds no BOS. verl sends token ids.
+    print(f"INFO text-only string prompt: vLLM {len(text_ids)} tokens, our processor {len(text_prompt.ids)}; "
+          f"equal to ours without the BOS: {text_ids == text_prompt.ids[1:]}", flush=True)
     requests = {
-        "text_prompt_from_text": (text_prompt, text_prompt.text),
         "image_prompt_from_text": (prompt, {"prompt": prompt.text, "multi_modal_data": {"image": prompt.image}}),
         "image_prompt_from_token_ids": (prompt, prompt.request),
     }

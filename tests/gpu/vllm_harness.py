@@ -57,7 +57,7 @@ def make_checkpoint(root: Path, size: str) -> Path:
     if not (path / "config.json").exists():
         shutil.rmtree(path, ignore_errors=True)
         log(f"writing {size} checkpoint to {path}")
-        write_checkpoint(str(path), size)
+        write_checkpoint(str(path), size, device="cuda")
     return path
 
 
@@ -122,7 +122,8 @@ def sync_weights_like_verl(
 
     verl's trainer side (`ServerAdapter.update_weights`) packs tensors into a CUDA buffer of `bucket_bytes`
     (a tensor larger than the buffer goes alone, by its own IPC handle) and hands each bucket over ZMQ to
-    `update_weights_from_ipc` in the vLLM worker, which calls `model.load_weights` once per bucket. verl sizes
+    `update_weights_from_ipc` in the vLLM worker, which calls `model.load_weights` once per bucket; then the
+    server clears its caches. verl sizes
     the buffer in whole MB; any byte count is set here (1 byte: every tensor alone, one per `load_weights`).
     The sender runs in a thread so that a worker that fails cannot hang this process.
     """
@@ -146,6 +147,12 @@ def sync_weights_like_verl(
     thread.join(timeout=30)
     if "error" in sent:
         raise sent["error"]
+    # verl's server then drops what the old weights computed (vLLMHttpServer.clear_kv_cache): cached prefixes,
+    # processed multimodal inputs and encoder outputs. Without the encoder reset an image seen before the sync
+    # keeps its old vision features (measured: parameters equal to B's, answers to the image prompt still A's).
+    llm.reset_prefix_cache()
+    llm.reset_mm_cache()
+    llm.llm_engine.reset_encoder_cache()
     return time.time() - started
 
 

@@ -139,7 +139,10 @@ class EnvAgentLoop(AgentLoopBase):
                     num_turns=2,
                     metrics=AgentLoopMetrics(generate_sequences=t1 - t0, tool_calls=t2 - t1,
                                              num_preempted=generated.num_preempted or 0),
+                    # The server's own fields first (the weight versions that generated the step, which verl's
+                    # staleness metrics read), then the step fields.
                     extra_fields={
+                        **generated.extra_fields,
                         steps.TRAJ_UID: traj_uid,
                         steps.STEP_INDEX: step,
                         steps.ANCHOR_OBS: anchors[-1],

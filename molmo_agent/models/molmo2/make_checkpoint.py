@@ -86,8 +86,11 @@ def write_processor_files(out_dir: str) -> None:
     shutil.copyfile(CHAT_TEMPLATE, os.path.join(out_dir, "chat_template.jinja"))
 
 
-def make_checkpoint(out_dir: str, size: str, seed: int = 0) -> str:
-    """Write config, random weights and processor files for `size` into `out_dir`; returns `out_dir`."""
+def make_checkpoint(out_dir: str, size: str, seed: int = 0, device: str = "cpu") -> str:
+    """Write config, random weights and processor files for `size` into `out_dir`; returns `out_dir`.
+
+    `device` is where the weights are drawn ("cuda": seconds instead of minutes for 4b-shape; the values differ
+    from a CPU draw with the same seed)."""
     config = build_config(size)
     os.makedirs(out_dir, exist_ok=True)
     started = time.time()
@@ -96,7 +99,8 @@ def make_checkpoint(out_dir: str, size: str, seed: int = 0) -> str:
     previous_dtype = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # initialize 4B directly in bf16: half the memory of an fp32 init
     try:
-        model = Molmo2ForConditionalGeneration(config).eval()
+        with torch.device(device):
+            model = Molmo2ForConditionalGeneration(config).eval()
     finally:
         torch.set_default_dtype(previous_dtype)
     model.generation_config.update(**GENERATION_CONFIG)
@@ -112,9 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--size", choices=SIZES, default="tiny")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="where to draw the weights (cuda: much faster for 4b-shape)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    make_checkpoint(args.out_dir, args.size, args.seed)
+    make_checkpoint(args.out_dir, args.size, args.seed, args.device)
 
 
 if __name__ == "__main__":
