@@ -19,6 +19,8 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "gpu"))
+from check_e2e_log import step_metrics  # noqa: E402  (verl's console lines, parsed once)
 STAGES = {"rollout": "timing_s/gen", "log_probs": "timing_s/old_log_prob", "ref_log_probs": "timing_s/ref",
           "advantage": "timing_s/adv", "update": "timing_s/update_actor", "weight_sync": "timing_s/update_weights",
           "iteration": "timing_s/step"}
@@ -46,11 +48,10 @@ def gpu_name() -> str:
 
 
 def iteration_metrics(log: str, step: int = 1) -> dict[str, float]:
-    for line in log.splitlines():
-        if line.startswith(f"step:{step} - "):
-            pairs = (item.rsplit(":", 1) for item in line.split(" - ")[1:])
-            return {key: float(value) for key, value in pairs if KEPT.match(key)}
-    raise SystemExit(f"no 'step:{step}' line in the training log")
+    metrics = step_metrics(log).get(step)
+    if metrics is None:
+        raise SystemExit(f"no 'step:{step}' line in the training log")
+    return {key: value for key, value in metrics.items() if KEPT.match(key)}
 
 
 def main() -> None:

@@ -7,7 +7,9 @@ import math
 import re
 import sys
 
-STEP_LINE = re.compile(r"^step:(\d+) - (.*)$")
+# verl's console line of a step, after Ray's "(TaskRunnerV1 pid=...)" prefix; numpy scalars print as np.float64(x).
+STEP_LINE = re.compile(r"step:(\d+) - (.*)$")
+NUMPY_SCALAR = re.compile(r"^np\.\w+\((.*)\)$")
 REQUIRED = ("actor/pg_loss", "env/success_rate", "env/invalid_action_rate", "gigpo/anchor_group_share",
             "timing_s/gen", "timing_s/update_actor", "training/rollout_actor_probs_pearson_corr",
             "training/rollout_probs_diff_max")
@@ -17,12 +19,19 @@ MIN_CORRELATION = 0.95
 
 
 def step_metrics(log: str) -> dict[int, dict[str, float]]:
+    """Step -> {metric: value} from verl's console logger lines in `log` (non-numeric values left out)."""
     steps = {}
     for line in log.splitlines():
-        match = STEP_LINE.match(line.strip())
+        match = STEP_LINE.search(line)
         if match:
-            pairs = (item.rsplit(":", 1) for item in match.group(2).split(" - "))
-            steps[int(match.group(1))] = {key: float(value) for key, value in pairs}
+            metrics = {}
+            for item in match.group(2).split(" - "):
+                key, _, value = item.rpartition(":")
+                try:
+                    metrics[key] = float(NUMPY_SCALAR.sub(r"\1", value.strip()))
+                except ValueError:
+                    continue
+            steps[int(match.group(1))] = metrics
     return steps
 
 
