@@ -131,6 +131,7 @@ def build_wheelhouse(
     no wheel or a wheel the target cannot install.
     """
     dest.mkdir(parents=True, exist_ok=True)
+    supported = target.supported_tags()
     wheels, problems = [], []
     for i, (name, version) in enumerate(sorted(pins.items()), 1):
         wheel = wheel_of(dest, name, version)
@@ -140,7 +141,7 @@ def build_wheelhouse(
         wheel = wheel_of(dest, name, version)
         if wheel is None:
             problems.append(f"{name}=={version}: no wheel")
-        elif not set(parse_wheel_filename(wheel.name)[3]) & target.supported_tags():
+        elif not set(parse_wheel_filename(wheel.name)[3]) & supported:
             problems.append(f"{name}=={version}: {wheel.name} does not install on CPython {target.python_version}")
         else:
             wheels.append(wheel)

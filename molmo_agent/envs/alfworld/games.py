@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 
 DATA_DIR = "json_2.1.1"
+GAME_FILE = "game.tw-pddl"  # the PDDL game TextWorld plays
+TRAJ_FILE = "traj_data.json"  # ALFRED's trial record: task type, scene, goal
 SPLITS = ("train", "valid_seen", "valid_unseen")
 TASK_TYPES = (
     "pick_and_place_simple",
@@ -53,8 +55,8 @@ def _split_games(split_dir: str, split: str) -> list[Game]:
             continue
         for trial in sorted(os.listdir(task_path)):
             trial_path = os.path.join(task_path, trial)
-            game_file = os.path.join(trial_path, "game.tw-pddl")
-            if not os.path.isfile(os.path.join(trial_path, "traj_data.json")) or not os.path.isfile(game_file):
+            game_file = os.path.join(trial_path, GAME_FILE)
+            if not os.path.isfile(os.path.join(trial_path, TRAJ_FILE)) or not os.path.isfile(game_file):
                 continue
             if _is_solvable(game_file):
                 games.append(Game(game_file, task_type_of(task_dir), split, f"{task_dir}/{trial}"))

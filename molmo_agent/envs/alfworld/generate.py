@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from alfworld.info import ALFRED_PDDL_PATH, ALFRED_TWL2_PATH
 from tqdm import tqdm
 
-from molmo_agent.envs.alfworld.games import DATA_DIR, SPLITS, TASK_TYPES
+from molmo_agent.envs.alfworld.games import DATA_DIR, GAME_FILE, SPLITS, TASK_TYPES, TRAJ_FILE
 from molmo_agent.envs.alfworld.planner import Planner
 from molmo_agent.envs.alfworld.problem import problem_pddl
 from molmo_agent.envs.alfworld.scenes import (
@@ -121,9 +121,9 @@ def write_game(root: str, game: GeneratedGame) -> str:
     """Write one game under ROOT/json_2.1.1; returns the path of its game.tw-pddl."""
     out = os.path.join(root, DATA_DIR, game.split, game.directory)
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "traj_data.json"), "w") as f:
+    with open(os.path.join(out, TRAJ_FILE), "w") as f:
         json.dump(game.traj_data, f, indent=2, sort_keys=True)
-    path = os.path.join(out, "game.tw-pddl")
+    path = os.path.join(out, GAME_FILE)
     with open(path, "w") as f:
         json.dump(game.game, f)
     return path

@@ -10,10 +10,9 @@ import sys
 from collections.abc import Iterator
 from typing import TextIO
 
+from molmo_agent.envs.alfworld.games import GAME_FILE
 from molmo_agent.envs.alfworld.session import AlfworldSession
 from molmo_agent.envs.base import INFO_ADMISSIBLE, INFO_TASK_TYPE
-
-GAME_FILE = "game.tw-pddl"
 
 
 def find_game_files(game_or_root: str) -> list[str]:

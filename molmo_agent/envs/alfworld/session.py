@@ -18,6 +18,7 @@ from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
 from textworld.envs.pddl import PddlEnv
 
 from molmo_agent.envs.alfworld import grammar_cache
+from molmo_agent.envs.alfworld.games import GAME_FILE, TRAJ_FILE
 from molmo_agent.envs.base import INFO_ADMISSIBLE, INFO_TASK, INFO_TASK_TYPE, INFO_WON
 
 # The observation of this step without ALFWorld's banner and task sentence: at step 0 the room description,
@@ -44,7 +45,7 @@ def game_path_and_type(game: Any) -> tuple[str, str]:
     else:
         raise ValueError(f"a game is a path or an object with a `path`; got {type(game).__name__}")
     if os.path.isdir(path):
-        path = os.path.join(path, "game.tw-pddl")
+        path = os.path.join(path, GAME_FILE)
     if not os.path.isfile(path):
         raise ValueError(f"game file not found: {path}")
     return path, task_type
@@ -52,7 +53,7 @@ def game_path_and_type(game: Any) -> tuple[str, str]:
 
 def _task_type_beside(path: str) -> str:
     folder = path if os.path.isdir(path) else os.path.dirname(path)
-    traj = os.path.join(folder, "traj_data.json")
+    traj = os.path.join(folder, TRAJ_FILE)
     if not os.path.isfile(traj):
         return UNKNOWN_TASK_TYPE
     with open(traj, encoding="utf-8") as f:

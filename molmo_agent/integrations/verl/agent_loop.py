@@ -102,7 +102,7 @@ class EnvAgentLoop(AgentLoopBase):
 
         async with self.slots.lease() as slot:
             observation, info = await self.slots.pool.reset(slot, game)
-            task, task_type = info[INFO_TASK], str(info.get(INFO_TASK_TYPE) or kwargs["extra_info"]["task_type"])
+            task, task_type = info[INFO_TASK], str(info[INFO_TASK_TYPE])
             for step in range(self.max_steps):
                 if info.get(INFO_FAILED):
                     break
