@@ -1,13 +1,15 @@
 """One GiGPO iteration of the 4B-shaped Molmo2 on ALFWorld, timed per stage, with peak GPU memory.
 
     python bench/e2e.py [--games 8] [--group 4] [--max-steps 10] [--response 128] [--gpus 1] [--offload auto]
+                        [--model DIR]
 
-Makes a random Molmo2 checkpoint with Molmo2-4B's shapes (`make_checkpoint --size 4b-shape`), generates games,
-prepares the data and runs one iteration of `examples/gigpo_trainer/run_alfworld_molmo2.sh` (Ray + FSDP + vLLM,
-weight sync included). From verl's console line of that iteration it keeps the stage times — rollout (`gen`: the
-agent loop, generation and environment together; the environment's share from the agent loop's own timers where
-verl logs them), log-probs (`old_log_prob`, `ref`), advantage (`adv`), update (`update_actor`), weight sync
-(`update_weights`) — and the peak GPU memory, and writes them to bench/results/e2e_<gpu>.json with the command.
+Makes a random Molmo2 checkpoint with Molmo2-4B's shapes (`make_checkpoint --size 4b-shape`) unless --model
+names one, generates games, prepares the data and runs one iteration of
+`examples/gigpo_trainer/run_alfworld_molmo2.sh` (Ray + FSDP + vLLM, weight sync included). From verl's console
+line of that iteration it keeps the stage times — rollout (`gen`: the agent loop, generation and environment
+together), log-probs (`old_log_prob`, `ref`), advantage (`adv`), update (`update_actor`), weight sync
+(`update_weights`) — how a session's time splits between waiting for generation and for the environment (our
+trainer's `agent/*`), and the peak GPU memory, and writes them to bench/results/e2e_<gpu>.json with the command.
 """
 import argparse
 import json
@@ -20,11 +22,13 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "gpu"))
+import vllm_harness as harness  # noqa: E402
 from check_e2e_log import step_metrics  # noqa: E402  (verl's console lines, parsed once)
 STAGES = {"rollout": "timing_s/gen", "log_probs": "timing_s/old_log_prob", "ref_log_probs": "timing_s/ref",
           "advantage": "timing_s/adv", "update": "timing_s/update_actor", "weight_sync": "timing_s/update_weights",
           "iteration": "timing_s/step"}
-KEPT = re.compile(r"^(timing_s/|timing_per_token_ms/|perf/|agent_loop/|env/|gigpo/|response_length/|prompt_length/)")
+KEPT = re.compile(r"^(timing_s/|timing_per_token_ms/|perf/|actor/perf/|agent/|env/|gigpo/|response_length/|"
+                  r"prompt_length/|training/rollout_)")
 
 
 def shell(command: list[str], log: pathlib.Path | None = None, env: dict | None = None) -> str:
@@ -36,15 +40,6 @@ def shell(command: list[str], log: pathlib.Path | None = None, env: dict | None 
     if done.returncode:
         sys.exit(f"failed ({done.returncode}): {' '.join(command)}\n{output[-4000:]}")
     return output
-
-
-def gpu_name() -> str:
-    try:
-        name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                              text=True).stdout.splitlines()[0]
-    except (OSError, IndexError):
-        return "unknown"
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def iteration_metrics(log: str, step: int = 1) -> dict[str, float]:
@@ -71,7 +66,8 @@ def main() -> None:
 
     model = pathlib.Path(args.model) if args.model else work / "model"
     if not (model / "config.json").exists():
-        shell([py, "-m", "molmo_agent.models.molmo2.make_checkpoint", str(model), "--size", "4b-shape"])
+        shell([py, "-m", "molmo_agent.models.molmo2.make_checkpoint", str(model), "--size", "4b-shape",
+               "--device", "cuda"])
     if not (work / "games").exists():
         shell([py, "-m", "molmo_agent.envs.alfworld.generate", "--out", str(work / "games"), "--train",
                str(args.games), "--valid-seen", "1", "--valid-unseen", "1", "--seed", "0"])
@@ -103,15 +99,15 @@ def main() -> None:
                        "max_steps": args.max_steps, "max_response_tokens": args.response, "gpus": args.gpus,
                        "offload": env.get("OFFLOAD", "auto")},
         "stages_s": {stage: metrics.get(key) for stage, key in STAGES.items()},
-        "environment_s": {k: v for k, v in metrics.items() if k.startswith("agent_loop/tool_calls")},
-        "peak_gpu_memory_gb": {k: v for k, v in metrics.items() if k.startswith("perf/max_memory")},
+        "session_wait_s": {k: v for k, v in metrics.items() if k.startswith("agent/")},
+        "peak_gpu_memory_gb": {k: v for k, v in metrics.items() if "max_memory" in k},
         "process_wall_s": round(wall_s, 1),
         "metrics": metrics,
     }
-    out = ROOT / "bench" / "results" / f"e2e_{gpu_name()}.json"
+    out = ROOT / "bench" / "results" / f"e2e_{harness.device_tag()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("stages_s", "environment_s", "peak_gpu_memory_gb")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("stages_s", "session_wait_s", "peak_gpu_memory_gb")}, indent=2))
     print("wrote", out)
 
 

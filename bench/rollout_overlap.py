@@ -14,11 +14,10 @@ import argparse
 import asyncio
 import json
 import pathlib
+import subprocess
 import sys
 import time
 from uuid import uuid4
-
-import subprocess
 
 from hydra import compose, initialize_config_dir
 from transformers import AutoTokenizer
@@ -29,6 +28,9 @@ from verl.workers.rollout.replica import TokenOutput
 from molmo_agent.integrations.verl.agent_loop import EnvAgentLoop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "gpu"))
+import vllm_harness as harness  # noqa: E402
+
 GOAL = 0.6
 
 
@@ -162,11 +164,11 @@ def main() -> None:
     parser.add_argument("--response", type=int, default=128)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.8)
     parser.add_argument("--eager", action="store_true", help="vLLM without CUDA graphs (skips minutes of compiling)")
-    parser.add_argument("--machine", default="gpu", help="suffix of the result file")
+    parser.add_argument("--machine", help="suffix of the result file (default: the GPU, e.g. h100)")
     args = parser.parse_args()
     result = {"bench": "rollout_overlap", "command": " ".join([sys.executable, *sys.argv]),
               "parameters": vars(args), **asyncio.run(bench(args))}
-    out = ROOT / "bench" / "results" / f"rollout_overlap_{args.machine}.json"
+    out = ROOT / "bench" / "results" / f"rollout_overlap_{args.machine or harness.device_tag()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("ratio_async_over_lock_step", "goal", "met")}), "->", out)

@@ -102,7 +102,7 @@ def main() -> None:
 
     molmo2.register()
     device = torch.cuda.get_device_name()
-    out = args.out or Path(__file__).parent / "results" / f"vllm_molmo2_{device.split()[1].lower()}.json"
+    out = args.out or Path(__file__).parent / "results" / f"vllm_molmo2_{harness.device_tag()}.json"
     checkpoint = harness.make_checkpoint(args.root, "4b-shape")
     prompts = random_prompts(args.batch, args.prompt_len)
     generated = args.batch * args.new_tokens
@@ -122,6 +122,7 @@ def main() -> None:
 
     probe = prompts[:8]  # the same batch before and after: vLLM's kernels may depend on the batch size
     _, answers_before = vllm_generate(llm, probe, 32)
+    _, answers_again = vllm_generate(llm, probe, 32)  # control: is greedy decoding repeatable with no sync at all?
     fingerprints_before = harness.weight_fingerprints(llm)
     state = list(hf.state_dict().items())
     sync_seconds = [harness.sync_weights_like_verl(llm, state, harness.VERL_DEFAULT_BUCKET_BYTES)
@@ -154,6 +155,7 @@ def main() -> None:
         # The same weights went in: every served parameter must keep its bytes. Greedy answers are reported too;
         # at the default init the logits are near-uniform and near ties can flip.
         "sync_parameters_changed": changed,
+        "greedy_repeatable_without_sync": answers_again == answers_before,
         "sync_kept_answers": answers_after == answers_before,
         "goals": GOALS,
     }

@@ -119,6 +119,7 @@ def test_tiny_model_sessions_give_step_samples_and_gigpo_advantages(model_dir):
         assert not any(f[steps.IS_ACTION_VALID] or f[steps.WON] for f in fields)
         assert all(f[steps.ENV_REWARD] == 0.0 for f in fields)
         assert all(f[key] == value for f in fields for key, value in SERVER_FIELDS.items())  # verl's metrics read them
+        assert all(f[steps.GENERATE_SECONDS] > 0 and f[steps.ENV_SECONDS] > 0 for f in fields)
         assert fields[0][steps.TASK_TYPE] != "from-the-row"  # the game's own type, from the environment
         for output, call in zip(outputs, server.calls, strict=True):
             assert output.prompt_ids == call["prompt_ids"] and call["max_tokens"] == RESPONSE_LENGTH

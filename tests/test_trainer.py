@@ -13,9 +13,11 @@ from molmo_agent.integrations.verl.trainer import TRAINER_MODE, AgentTrainer
 
 
 def step(traj: str, index: int, anchor: str, reward: float = 0.0, valid: bool = True, done: bool = False,
-         won: bool = False, task_type: str = "pick_and_place_simple") -> dict:
+         won: bool = False, task_type: str = "pick_and_place_simple", generate_s: float = 0.3,
+         env_s: float = 0.1) -> dict:
     return {steps.TRAJ_UID: traj, steps.STEP_INDEX: index, steps.ANCHOR_OBS: anchor, steps.ENV_REWARD: reward,
-            steps.IS_ACTION_VALID: valid, steps.DONE: done, steps.WON: won, steps.TASK_TYPE: task_type}
+            steps.IS_ACTION_VALID: valid, steps.DONE: done, steps.WON: won, steps.TASK_TYPE: task_type,
+            steps.GENERATE_SECONDS: generate_s, steps.ENV_SECONDS: env_s}
 
 
 # One group ("g"), two sessions of the same game: "a" wins in two steps, "b" loses after three, with one invalid
@@ -121,6 +123,15 @@ def test_episode_metrics_per_task_type_and_anchor_share():
     assert metrics["env/invalid_action_rate"] == pytest.approx(1 / 4)
     # "room" twice in g1 (shared); "room" and "hall" once each in g2
     assert metrics["env/anchor_group_share"] == 0.5
+
+
+def test_session_time_metrics():
+    fields = [step("a", 0, "x", generate_s=0.5, env_s=0.1), step("a", 1, "y", generate_s=0.3, env_s=0.3)]
+    metrics = steps.session_time_metrics(fields)
+    assert metrics["agent/generate_seconds_per_step"] == pytest.approx(0.4)
+    assert metrics["agent/env_seconds_per_step"] == pytest.approx(0.2)
+    assert metrics["agent/env_time_share"] == pytest.approx(0.4 / 1.2)
+    assert steps.session_time_metrics([]) == {}
 
 
 def test_gigpo_batch_names_missing_fields():

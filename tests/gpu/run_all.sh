@@ -5,14 +5,18 @@
 #          bad_input, ray)                                                         ~5 min on a fresh node
 #   e2e    tests/gpu/e2e.sh: two GiGPO iterations through Ray + FSDP + vLLM, then a resumed third
 #   4b     plugin, tokens and parity on the 4b-shape checkpoint (made here, ~9 GB)  ~4 min
-#   bench  bench/vllm_molmo2.py: decode throughput and weight-sync time, 4b-shape   ~5 min
-# Time limit of each stage in seconds: TINY_S (540), E2E_S (540 per run, two runs), FOURB_S (360), BENCH_S (480).
+#   bench  bench/vllm_molmo2.py: decode throughput and weight-sync time, 4b-shape   ~3 min
+#   bench-e2e      bench/e2e.py: one GiGPO iteration of 4b-shape (B=8, G=4, 10 steps), stage times
+#   bench-overlap  bench/rollout_overlap.py: our agent loop vs a lock-step loop, 4b-shape, same games
+# Time limit of each stage in seconds: TINY_S (540), E2E_S (540 per run, two runs), FOURB_S (360), BENCH_S (480),
+# BENCH_E2E_S (900), OVERLAP_S (600).
 # Needs the bundle installed (install_bundle.sh). Prints PASS/FAIL lines, then a summary; writes JSON summaries,
 # the bench result and run_all.log to $OUT (default ./gpu-out). Exit status 0 only if every check passed.
 cd "$(dirname "$0")/../.." || exit 1
 . tests/gpu/env.sh || exit 1
 export OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
+FOURB=$HOME/molmo2-checkpoints/molmo2-4b-shape  # made by the 4b or bench stage, or by the bench stages below
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(tiny e2e 4b)
 for stage in "${stages[@]}"; do
@@ -22,7 +26,15 @@ for stage in "${stages[@]}"; do
     e2e)   bash tests/gpu/e2e.sh all && echo "PASS e2e: $(tail -1 "$OUT/e2e_check.txt")" ;;
     4b)    timeout "${FOURB_S:-360}" python3 tests/gpu/check_vllm_molmo2.py --size 4b-shape --checks plugin,tokens,parity ;;
     bench) timeout "${BENCH_S:-480}" python3 bench/vllm_molmo2.py ;;
-    *)     echo "unknown stage (tiny, e2e, 4b, bench)"; false ;;
+    bench-e2e) timeout "${BENCH_E2E_S:-900}" python3 bench/e2e.py --model "$FOURB" --work "$HOME/bench_e2e" ;;
+    bench-overlap)
+      { [ -f "$FOURB/config.json" ] || python3 -m molmo_agent.models.molmo2.make_checkpoint "$FOURB" \
+          --size 4b-shape --device cuda; } &&
+      { [ -d "$HOME/overlap_games" ] || python3 -m molmo_agent.envs.alfworld.generate --out "$HOME/overlap_games" \
+          --train 8 --valid-seen 1 --valid-unseen 1 --seed 0 --workers 4; } &&
+      timeout "${OVERLAP_S:-600}" python3 bench/rollout_overlap.py --model "$FOURB" --games-root \
+        "$HOME/overlap_games/json_2.1.1/train" --eager ;;
+    *)     echo "unknown stage (tiny, e2e, 4b, bench, bench-e2e, bench-overlap)"; false ;;
   esac
   status=$?
   [ $status -eq 0 ] || echo "FAIL stage $stage: exit status $status$([ $status -eq 124 ] && echo ' (time limit)')"

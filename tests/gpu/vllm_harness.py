@@ -44,6 +44,11 @@ class Report:
         self.path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
+def device_tag() -> str:
+    """Short name of this GPU for result files: "NVIDIA H100 80GB HBM3" -> "h100"."""
+    return torch.cuda.get_device_name().split()[1].lower()
+
+
 def log(message: str) -> None:
     """Progress line with the seconds since this process started."""
     print(f"[{time.time() - STARTED:6.1f}s] {message}", flush=True)

@@ -151,6 +151,8 @@ class EnvAgentLoop(AgentLoopBase):
                         steps.DONE: done,
                         steps.WON: won,
                         steps.TASK_TYPE: task_type,
+                        steps.GENERATE_SECONDS: t1 - t0,
+                        steps.ENV_SECONDS: t2 - t1,
                     },
                 ))
                 if done:

@@ -26,6 +26,8 @@ WON = "won"  # bool: the task was solved at this step
 TASK_TYPE = "task_type"  # str: the game's task family, for success rates per type
 
 STEP_FIELDS = (TRAJ_UID, STEP_INDEX, ANCHOR_OBS, ENV_REWARD, IS_ACTION_VALID, DONE, WON, TASK_TYPE)
+GENERATE_SECONDS = "generate_seconds"  # float: wall seconds the session waited for this step's response
+ENV_SECONDS = "env_seconds"  # float: wall seconds the session waited for the environment's answer to it
 
 
 def gigpo_batch(uids: Sequence[str], extra_fields: Sequence[dict[str, Any]], response_mask: torch.Tensor) -> DataProto:
@@ -81,3 +83,17 @@ def episode_metrics(uids: Sequence[str], extra_fields: Sequence[dict[str, Any]],
 
 def _anchor_key(anchor: str | bytes) -> bytes:
     return anchor if isinstance(anchor, bytes) else anchor.encode()
+
+
+def session_time_metrics(extra_fields: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Where a session's time goes: mean seconds per step waiting for generation and for the environment, and the
+    environment's share of the two. Sessions run concurrently, so these are waits per session, not stage wall
+    times (verl's timing_s/gen is the rollout's wall time)."""
+    if not extra_fields:
+        return {}
+    generate = np.array([fields[GENERATE_SECONDS] for fields in extra_fields], dtype=np.float64)
+    env = np.array([fields[ENV_SECONDS] for fields in extra_fields], dtype=np.float64)
+    total = generate.sum() + env.sum()
+    return {"agent/generate_seconds_per_step": float(generate.mean()),
+            "agent/env_seconds_per_step": float(env.mean()),
+            "agent/env_time_share": float(env.sum() / total) if total > 0 else 0.0}

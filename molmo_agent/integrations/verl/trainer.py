@@ -6,7 +6,7 @@ is where we plug in: with `algorithm.adv_estimator=gigpo` it reads the agent loo
 TransferQueue and calls `compute_gigpo_advantage`; any other estimator (grpo, rloo, ...) runs verl's own stage
 unchanged on the same step samples, whose reward is the episode return on the final response token. Either way
 the step samples' environment metrics (success per task type, episode length, invalid actions, anchor groups)
-are logged with the training metrics.
+and where the sessions' time went (generation vs environment) are logged with the training metrics.
 """
 import torch
 import transfer_queue as tq
@@ -18,7 +18,7 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.utils.padding import response_to_nested
 
 from molmo_agent.integrations.verl.advantage import GIGPO, compute_gigpo_advantage
-from molmo_agent.integrations.verl.steps import episode_metrics, gigpo_batch
+from molmo_agent.integrations.verl.steps import episode_metrics, gigpo_batch, session_time_metrics
 
 TRAINER_MODE = "agent_sync"
 
@@ -45,6 +45,7 @@ class AgentTrainer(PPOTrainerSync):
         uids = [str(uid) for uid in list(data["uid"])]
         extra_fields = list(data["extra_fields"])
         metrics.update(episode_metrics([uids[i] for i in real], [extra_fields[i] for i in real]))
+        metrics.update(session_time_metrics([extra_fields[i] for i in real]))
         if self.config.algorithm.adv_estimator != GIGPO:
             return super()._compute_advantage(batch, metrics)
         if self.config.algorithm.use_kl_in_reward:
