@@ -6,7 +6,8 @@
 #
 #   bash tests/gpu/e2e.sh [train|resume|all]    (from the repository root; logs under $OUT or ./e2e-out)
 #
-# `train` runs the first run, `resume` the second and the log check (both fit in one 10-minute call each);
+# `train` runs the first run, `resume` the second and the log check (both fit in one 10-minute call each; the
+# logs are kept in the work folder, so the phases can run in separate calls, and copied to $OUT);
 # `all` (default) both. The tiny checkpoint's weights are redrawn at unit gain (vllm_harness.resample_weights):
 # at the default init every token has probability ~1/vocab whatever the weights, and the trainer-vs-vLLM
 # comparison could not tell synced weights from any others.
@@ -21,6 +22,7 @@ mkdir -p "$OUT" "$WORK"
 PY=${PYTHON:-python3}
 
 run() {  # run STEPS LOG: train until global step STEPS (resuming from $WORK/ckpt when it holds one)
+  local status=0
   ray stop --force >/dev/null 2>&1 || true  # a run killed by its time limit may leave Ray's processes behind
   MODEL_PATH=$WORK/model DATA_DIR=$WORK/data N_GPUS=1 TRAIN_BATCH=2 GROUP_SIZE=2 MAX_STEPS=3 OFFLOAD=False \
     PYTHON=$PY timeout "${E2E_S:-540}" bash examples/gigpo_trainer/run_alfworld_molmo2.sh \
@@ -35,8 +37,9 @@ run() {  # run STEPS LOG: train until global step STEPS (resuming from $WORK/ckp
     trainer.total_training_steps="$1" trainer.total_epochs=100 trainer.val_before_train=False \
     trainer.test_freq=2 trainer.save_freq=2 trainer.default_local_dir="$WORK/ckpt" \
     trainer.logger='[console,tensorboard]' trainer.experiment_name=e2e \
-    2>&1 | tee "$OUT/$2"
-  return "${PIPESTATUS[0]}"
+    2>&1 | tee "$WORK/$2" || status=$?
+  cp "$WORK/$2" "$OUT/"
+  return "$status"
 }
 
 if [ "$phase" = train ] || [ "$phase" = all ]; then
@@ -55,5 +58,5 @@ h.resample_weights(Path('$WORK/model-init'), Path('$WORK/model'), seed=1)"
 fi
 if [ "$phase" = resume ] || [ "$phase" = all ]; then
   run 3 e2e_resume.log
-  $PY tests/gpu/check_e2e_log.py "$OUT/e2e_train.log" "$OUT/e2e_resume.log" | tee "$OUT/e2e_check.txt"
+  $PY tests/gpu/check_e2e_log.py "$WORK/e2e_train.log" "$WORK/e2e_resume.log" | tee "$OUT/e2e_check.txt"
 fi
