@@ -16,7 +16,14 @@ cd "$(dirname "$0")/../.." || exit 1
 . tests/gpu/env.sh || exit 1
 export OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-FOURB=$HOME/molmo2-checkpoints/molmo2-4b-shape  # made by the 4b or bench stage, or by the bench stages below
+FOURB=$HOME/molmo2-checkpoints/molmo2-4b-shape  # made by the 4b or bench stage, or by bench_inputs
+GAMES=$HOME/bench_e2e/games  # bench/e2e.py's game tree (its --work is $HOME/bench_e2e), shared with bench-overlap
+bench_inputs() {  # the 4b-shape checkpoint and the 8 training games both 4B benches play, each made once
+  { [ -f "$FOURB/config.json" ] || python3 -m molmo_agent.models.molmo2.make_checkpoint "$FOURB" --size 4b-shape \
+      --device cuda; } &&
+  { [ -d "$GAMES" ] || python3 -m molmo_agent.envs.alfworld.generate --out "$GAMES" --train 8 --valid-seen 1 \
+      --valid-unseen 1 --seed 0 --workers 4; }
+}
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(tiny e2e 4b)
 for stage in "${stages[@]}"; do
@@ -26,14 +33,11 @@ for stage in "${stages[@]}"; do
     e2e)   bash tests/gpu/e2e.sh all && echo "PASS e2e: $(tail -1 "$OUT/e2e_check.txt")" ;;
     4b)    timeout "${FOURB_S:-360}" python3 tests/gpu/check_vllm_molmo2.py --size 4b-shape --checks plugin,tokens,parity ;;
     bench) timeout "${BENCH_S:-480}" python3 bench/vllm_molmo2.py ;;
-    bench-e2e) timeout "${BENCH_E2E_S:-900}" python3 bench/e2e.py --model "$FOURB" --work "$HOME/bench_e2e" ;;
-    bench-overlap)
-      { [ -f "$FOURB/config.json" ] || python3 -m molmo_agent.models.molmo2.make_checkpoint "$FOURB" \
-          --size 4b-shape --device cuda; } &&
-      { [ -d "$HOME/overlap_games" ] || python3 -m molmo_agent.envs.alfworld.generate --out "$HOME/overlap_games" \
-          --train 8 --valid-seen 1 --valid-unseen 1 --seed 0 --workers 4; } &&
-      timeout "${OVERLAP_S:-600}" python3 bench/rollout_overlap.py --model "$FOURB" --games-root \
-        "$HOME/overlap_games/json_2.1.1/train" --eager ;;
+    bench-e2e) bench_inputs &&
+      timeout "${BENCH_E2E_S:-900}" python3 bench/e2e.py --model "$FOURB" --work "$HOME/bench_e2e" ;;
+    bench-overlap) bench_inputs &&
+      timeout "${OVERLAP_S:-600}" python3 bench/rollout_overlap.py --model "$FOURB" \
+        --games-root "$GAMES/json_2.1.1/train" --eager ;;
     *)     echo "unknown stage (tiny, e2e, 4b, bench, bench-e2e, bench-overlap)"; false ;;
   esac
   status=$?

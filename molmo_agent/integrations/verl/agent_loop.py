@@ -140,7 +140,8 @@ class EnvAgentLoop(AgentLoopBase):
                     metrics=AgentLoopMetrics(generate_sequences=t1 - t0, tool_calls=t2 - t1,
                                              num_preempted=generated.num_preempted or 0),
                     # The server's own fields first (the weight versions that generated the step, which verl's
-                    # staleness metrics read), then the step fields.
+                    # staleness metrics read), then the step fields. The two waits repeat `metrics` on purpose:
+                    # verl's V1 trainer drops agent-loop metrics, and our trainer logs these as agent/*.
                     extra_fields={
                         **generated.extra_fields,
                         steps.TRAJ_UID: traj_uid,
