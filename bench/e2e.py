@@ -18,6 +18,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -32,13 +33,15 @@ KEPT = re.compile(r"^(timing_s/|timing_per_token_ms/|perf/|actor/perf/|agent/|en
 
 
 def shell(command: list[str], log: pathlib.Path | None = None, env: dict | None = None) -> str:
+    """Run `command` from the repository root; its output, written to `log` as it comes (a killed run keeps it)."""
     print("+", " ".join(command), flush=True)
-    done = subprocess.run(command, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True)
-    output = done.stdout + done.stderr
-    if log:
-        log.write_text(output)
-    if done.returncode:
-        sys.exit(f"failed ({done.returncode}): {' '.join(command)}\n{output[-4000:]}")
+    with tempfile.TemporaryFile("w+") if log is None else open(log, "w+") as sink:
+        code = subprocess.run(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=sink,
+                              stderr=subprocess.STDOUT, text=True).returncode
+        sink.seek(0)
+        output = sink.read()
+    if code:
+        sys.exit(f"failed ({code}): {' '.join(command)}\n{output[-4000:]}")
     return output
 
 
@@ -109,6 +112,10 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("stages_s", "session_wait_s", "peak_gpu_memory_gb")}, indent=2))
     print("wrote", out)
+    dropped = metrics.get("env/dropped_episode_rate", 0.0)
+    if dropped:
+        sys.exit(f"env/dropped_episode_rate={dropped}: environments failed and their episodes were dropped, so "
+                 f"these are not the times of a full iteration (see {work / 'train.log'})")
 
 
 if __name__ == "__main__":

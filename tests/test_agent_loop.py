@@ -19,7 +19,7 @@ from verl.workers.rollout.replica import TokenOutput
 
 from molmo_agent.integrations.verl import steps
 from molmo_agent.integrations.verl.advantage import compute_gigpo_advantage
-from molmo_agent.integrations.verl.agent_loop import EnvAgentLoop
+from molmo_agent.integrations.verl.agent_loop import EnvAgentLoop, pool_shape
 
 from alfworld_games import game_files
 from tiny_models import make_tiny_qwen3
@@ -192,3 +192,20 @@ def test_prompt_drops_oldest_history_first_and_never_exceeds_the_limit(model_dir
     # Room for nothing but the current step, cut to the limit: the prompt's end (the instructions) survives.
     cut, length = asyncio.run(prompt_text(40))
     assert length == 40 and cut.endswith("<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("overrides, node_cpus, shape", [
+    # verl's defaults (8 agent-loop workers) at B=16, G=8 on a 16-core node: 16 sessions per agent-loop worker
+    # share 2 env processes, so the 8 pools ask Ray for 1.6 CPUs, not 12.8 (which starved a GPU run).
+    ([], 16, (16, 2, 0.1)),
+    (["trainer.nnodes=2"], 16, (16, 4, 0.1)),
+    (["actor_rollout_ref.rollout.agent.num_workers=1"], 16, (128, 16, 0.1)),
+    (["data.train_batch_size=1", "actor_rollout_ref.rollout.n=2"], 64, (1, 1, 0.1)),
+    (["env.pool_size=6", "env.workers_per_pool=3", "env.resources_per_worker.num_cpus=0.5"], 2, (6, 3, 0.5)),
+    (["env.pool_size=2", "env.workers_per_pool=5"], 16, (2, 2, 0.1)),
+])
+def test_env_pool_shape_fits_the_node(overrides, node_cpus, shape):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        config = compose("alfworld_gigpo", overrides=["data.train_batch_size=16", "actor_rollout_ref.rollout.n=8",
+                                                      *overrides])
+    assert pool_shape(config, node_cpus) == shape

@@ -94,3 +94,17 @@ def test_ray_pool_kill_mid_episode():
             asyncio.run(kill_mid_episode(pool))
     finally:
         ray.shutdown()
+
+
+def test_ray_pool_worker_that_cannot_be_placed_is_named_as_such():
+    """Workers asking Ray for more CPUs than are free never start; the failure says so instead of just "hung"."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        with SessionPool(1, step_timeout_s=0.5, startup_timeout_s=1.0,
+                         ray_actor_options={"num_cpus": 4}) as pool:
+            _, info = asyncio.run(pool.reset(0, GAME))
+        assert info[INFO_FAILED]
+        assert "asks Ray for 4 CPU and 2 of 2 are free" in info[INFO_ERROR], info[INFO_ERROR]
+    finally:
+        ray.shutdown()

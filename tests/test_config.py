@@ -84,6 +84,8 @@ def test_grpo_baseline_script_selects_grpo(model_dir, data_dir):
      r"\['Molmo2DecoderBlock'\], which Qwen3ForCausalLM does not have"),
     (["trainer.v1.trainer_mode=sync"], "trainer.v1.trainer_mode=agent_sync"),
     (["trainer.use_v1=False"], "trainer.use_v1=True"),
+    (["env.workers_per_pool=0"], "env.workers_per_pool must be at least 1"),
+    (["env.resources_per_worker.num_cpus=-1"], "env.resources_per_worker.num_cpus must be 0 or more"),
 ])
 def test_each_bad_config_gets_one_clear_error(model_dir, data_dir, overrides, message):
     config = compose_config(model_dir, data_dir, *overrides)

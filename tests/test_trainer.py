@@ -60,7 +60,9 @@ def make_trainer(adv_estimator: str) -> AgentTrainer:
     agent_trainer.config = OmegaConf.create({"algorithm": {
         "adv_estimator": adv_estimator, "gamma": 1.0, "use_kl_in_reward": False,
         "gigpo": {"step_advantage_w": 1.0, "mode": "mean_norm", "invalid_action_penalty_coef": 0.5,
-                  "enable_similarity": False, "similarity_thresh": 0.95}}})
+                  "enable_similarity": False, "similarity_thresh": 0.95}},
+        # B×G sessions were asked for: one game, a group of 2 (STEPS)
+        "data": {"train_batch_size": 1}, "actor_rollout_ref": {"rollout": {"n": 2}}})
     return agent_trainer
 
 
@@ -96,6 +98,7 @@ def test_gigpo_advantage_stage_writes_step_advantages_and_skips_padding(monkeypa
     assert metrics["env/success_rate"] == 0.5
     assert metrics["env/invalid_action_rate"] == pytest.approx(1 / 5)
     assert metrics["env/episode_length"] == 2.5
+    assert metrics["env/dropped_episode_rate"] == 0.0
 
 
 def test_other_estimators_run_verls_stage(monkeypatch):
@@ -114,8 +117,9 @@ def test_episode_metrics_per_task_type_and_anchor_share():
     uids = ["g1", "g1", "g2", "g2"]
     fields = [step("a", 0, "room"), step("a", 1, "room", won=True, done=True, task_type="look_at_obj_in_light"),
               step("b", 0, "room", valid=False), step("c", 0, "hall", done=True)]
-    metrics = steps.episode_metrics(uids, fields)
-    # episodes: a (won, 2 steps, its last step says look_at...), b (1 step), c (1 step)
+    metrics = steps.episode_metrics(uids, fields, expected_episodes=4)
+    # episodes: a (won, 2 steps, its last step says look_at...), b (1 step), c (1 step); a fourth was dropped
+    assert metrics["env/dropped_episode_rate"] == 0.25 and "env/env_failure_rate" not in metrics
     assert metrics["env/success_rate"] == pytest.approx(1 / 3)
     assert metrics["env/success_rate/look_at_obj_in_light"] == 1.0
     assert metrics["env/success_rate/pick_and_place_simple"] == 0.0
@@ -123,6 +127,7 @@ def test_episode_metrics_per_task_type_and_anchor_share():
     assert metrics["env/invalid_action_rate"] == pytest.approx(1 / 4)
     # "room" twice in g1 (shared); "room" and "hall" once each in g2
     assert metrics["env/anchor_group_share"] == 0.5
+    assert steps.episode_metrics([], [], expected_episodes=4)["env/dropped_episode_rate"] == 1.0
 
 
 def test_session_time_metrics():

@@ -102,6 +102,10 @@ class _Worker:
     def kill(self) -> None:
         raise NotImplementedError
 
+    def stall_hint(self) -> str:
+        """Why a worker may not have answered yet, when something more than a hang can explain it."""
+        return ""
+
     def is_hung(self, timeout_s: float, startup_timeout_s: float) -> bool:
         """Calls wait on this worker and it has answered nothing for `timeout_s` (before its first answer:
         `startup_timeout_s`)."""
@@ -194,6 +198,7 @@ class _RayWorker(_Worker):
 
         super().__init__()
         self._ray = ray
+        self._num_cpus = float(actor_options.get("num_cpus", 1))
         self._actor = ray.remote(_Sessions).options(**actor_options).remote(env_factory)
 
     def submit(self, method: str, *args: Any) -> concurrent.futures.Future:
@@ -214,6 +219,19 @@ class _RayWorker(_Worker):
     def kill(self) -> None:
         self._ray.kill(self._actor, no_restart=True)
         self._fail_pending(WorkerLost("Ray actor killed"))
+
+    def stall_hint(self) -> str:
+        # An actor Ray cannot place waits for CPUs forever without a word; say so rather than "hung".
+        with self._lock:
+            if self._answered:
+                return ""
+        asked = self._num_cpus
+        free = self._ray.available_resources().get("CPU", 0.0)
+        total = self._ray.cluster_resources().get("CPU", 0.0)
+        if free >= asked:
+            return ""
+        return (f" (never started? each env worker asks Ray for {asked:g} CPU and {free:g} of {total:g} are free: "
+                f"ask for less per worker or run fewer workers)")
 
 
 def _ray_running() -> bool:
@@ -350,9 +368,10 @@ class SessionPool:
             except TimeoutError:
                 # Slow is fine while the worker answers other calls; silent for a whole timeout means hung.
                 if worker.is_hung(self.step_timeout_s, self.startup_timeout_s):
-                    self._replace(index, worker, "hung: no answer in time")
+                    reason = "hung: no answer in time" + worker.stall_hint()
+                    self._replace(index, worker, reason)
                     future.cancel()
-                    raise WorkerLost("worker hung: no answer in time") from None
+                    raise WorkerLost(f"worker {reason}") from None
             except WorkerLost as error:
                 self._replace(index, worker, str(error))
                 raise

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -49,20 +50,23 @@ AGENT_NAME = "alfworld_agent"
 class EnvSlots:
     """This process's environment pool (one per agent-loop worker), lent one slot per session."""
 
-    _instances: dict[int, "EnvSlots"] = {}
+    _instances: dict[tuple[int, int, float], "EnvSlots"] = {}
 
-    def __init__(self, num_slots: int) -> None:
+    def __init__(self, num_slots: int, num_workers: int, num_cpus: float) -> None:
         # The loop counts steps itself (env.max_steps), so the session never truncates on its own.
-        self.pool = SessionPool(num_slots, env_factory=functools.partial(AlfworldSession, max_episode_steps=None))
+        self.pool = SessionPool(num_slots, env_factory=functools.partial(AlfworldSession, max_episode_steps=None),
+                                num_workers=num_workers, ray_actor_options={"num_cpus": num_cpus})
         self._free: asyncio.Queue[int] = asyncio.Queue()
         for slot in range(num_slots):
             self._free.put_nowait(slot)
 
     @classmethod
-    def of_process(cls, num_slots: int) -> "EnvSlots":
-        if num_slots not in cls._instances:
-            cls._instances[num_slots] = cls(num_slots)
-        return cls._instances[num_slots]
+    def of_process(cls, num_slots: int, num_workers: int, num_cpus: float) -> "EnvSlots":
+        key = (num_slots, num_workers, num_cpus)
+        if key not in cls._instances:
+            logger.info("environment pool: %d slots on %d worker processes, %g CPU each", *key)
+            cls._instances[key] = cls(*key)
+        return cls._instances[key]
 
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[int]:
@@ -85,9 +89,7 @@ class EnvAgentLoop(AgentLoopBase):
         self.history_length: int = env_config.history_length
         self.prompt_length: int = self.rollout_config.prompt_length
         self.response_length: int = self.rollout_config.response_length
-        rollout = self.rollout_config
-        sessions_per_worker = -(-self.config.data.train_batch_size * rollout.n // rollout.agent.num_workers)
-        self.slots = EnvSlots.of_process(env_config.get("pool_size") or max(1, sessions_per_worker))
+        self.slots = EnvSlots.of_process(*pool_shape(self.config, os.cpu_count() or 1))
 
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> list[AgentLoopOutput]:
         game: str = kwargs["extra_info"]["game"]
@@ -193,6 +195,22 @@ class EnvAgentLoop(AgentLoopBase):
         return prompt_ids[-self.prompt_length:], images
 
 
+def pool_shape(config: Any, node_cpus: int) -> tuple[int, int, float]:
+    """(slots, worker processes, Ray CPUs per worker) of one agent-loop worker's environment pool.
+
+    Slots: `env.pool_size`, else the sessions this agent-loop worker runs at once (B·G ÷ agent workers).
+    Workers: `env.workers_per_pool`, else the node's cores shared among the agent-loop workers on it — one
+    process per session would ask Ray for more CPUs than a node has at verl's default batch, and an env worker
+    Ray cannot place never starts. A worker serves its slots in turn; an env step is short next to a generation.
+    """
+    env, rollout = config.env, config.actor_rollout_ref.rollout
+    agent_workers = rollout.agent.num_workers
+    slots = env.get("pool_size") or max(1, -(-config.data.train_batch_size * rollout.n // agent_workers))
+    agent_workers_per_node = -(-agent_workers // config.trainer.nnodes)
+    workers = env.get("workers_per_pool") or max(1, node_cpus // agent_workers_per_node)
+    return slots, min(slots, workers), float(env.resources_per_worker.num_cpus)
+
+
 def _images(observation: Observation) -> list | None:
     return None if isinstance(observation, str) else list(observation["images"]) or None
 
@@ -212,6 +230,6 @@ def episode_summary(outputs: list[AgentLoopOutput], anchors: list[str], won: boo
     counts = Counter(anchors)
     return {
         "acc": float(won),
-        **episode_metrics([record]),
+        **{name: value for name, value in episode_metrics([record]).items() if name != "env_failure_rate"},
         "anchor_group_share": sum(counts[a] > 1 for a in anchors) / len(anchors),
     }

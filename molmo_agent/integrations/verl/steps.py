@@ -68,16 +68,21 @@ def episode_records(extra_fields: Sequence[dict[str, Any]]) -> list[EpisodeRecor
     return records
 
 
-def episode_metrics(uids: Sequence[str], extra_fields: Sequence[dict[str, Any]], prefix: str = "env") -> dict[str, float]:
+def episode_metrics(uids: Sequence[str], extra_fields: Sequence[dict[str, Any]], expected_episodes: int,
+                    prefix: str = "env") -> dict[str, float]:
     """The environment's episode metrics (success overall and per task type, episode length, invalid-action
-    rate) over the step samples' trajectories, and the share of steps whose anchor observation recurs in their
-    group (identical text: GiGPO's step groups of more than one without similarity merging)."""
-    if not extra_fields:
-        return {}
-    metrics = {f"{prefix}/{name}": value for name, value in alfworld_metrics(episode_records(extra_fields)).items()}
-    anchors = [(uid, _anchor_key(fields[ANCHOR_OBS])) for uid, fields in zip(uids, extra_fields, strict=True)]
-    sizes = Counter(anchors)
-    metrics[f"{prefix}/anchor_group_share"] = float(np.mean([sizes[anchor] > 1 for anchor in anchors]))
+    rate) over the step samples' trajectories; the share of steps whose anchor observation recurs in their group
+    (identical text: GiGPO's step groups of more than one without similarity merging); and the share of the
+    `expected_episodes` sessions that left no step sample — an environment that crashed or hung, whose episode
+    the agent loop drops (the other metrics are over the episodes that were played)."""
+    records = episode_records(extra_fields)
+    metrics = {f"{prefix}/{name}": value for name, value in alfworld_metrics(records).items()
+               if name != "env_failure_rate"}  # a played episode never failed; dropped ones are counted below
+    metrics[f"{prefix}/dropped_episode_rate"] = 1.0 - len(records) / expected_episodes
+    if extra_fields:
+        anchors = [(uid, _anchor_key(fields[ANCHOR_OBS])) for uid, fields in zip(uids, extra_fields, strict=True)]
+        sizes = Counter(anchors)
+        metrics[f"{prefix}/anchor_group_share"] = float(np.mean([sizes[anchor] > 1 for anchor in anchors]))
     return metrics
 
 

@@ -5,8 +5,9 @@ needs each step's trajectory, step index, anchor observation, reward and action 
 is where we plug in: with `algorithm.adv_estimator=gigpo` it reads the agent loop's extra fields from
 TransferQueue and calls `compute_gigpo_advantage`; any other estimator (grpo, rloo, ...) runs verl's own stage
 unchanged on the same step samples, whose reward is the episode return on the final response token. Either way
-the step samples' environment metrics (success per task type, episode length, invalid actions, anchor groups)
-and where the sessions' time went (generation vs environment) are logged with the training metrics.
+the step samples' environment metrics (success per task type, episode length, invalid actions, anchor groups,
+dropped episodes) and where the sessions' time went (generation vs environment) are logged with the training
+metrics.
 """
 import torch
 import transfer_queue as tq
@@ -44,7 +45,8 @@ class AgentTrainer(PPOTrainerSync):
         # Non-tensor fields come back as a list, a NonTensorStack or an array, by TransferQueue backend.
         uids = [str(uid) for uid in list(data["uid"])]
         extra_fields = list(data["extra_fields"])
-        metrics.update(episode_metrics([uids[i] for i in real], [extra_fields[i] for i in real]))
+        sessions = self.config.data.train_batch_size * self.config.actor_rollout_ref.rollout.n
+        metrics.update(episode_metrics([uids[i] for i in real], [extra_fields[i] for i in real], sessions))
         metrics.update(session_time_metrics([extra_fields[i] for i in real]))
         if self.config.algorithm.adv_estimator != GIGPO:
             return super()._compute_advantage(batch, metrics)

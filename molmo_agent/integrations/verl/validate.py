@@ -61,6 +61,12 @@ def check_environment(config: DictConfig) -> None:
         raise ValueError(f"env.max_steps must be at least 1, got {env.max_steps}")
     if env.history_length < 0:
         raise ValueError(f"env.history_length must be 0 or more, got {env.history_length}")
+    for knob in ("pool_size", "workers_per_pool"):
+        if env.get(knob) is not None and env[knob] < 1:
+            raise ValueError(f"env.{knob} must be at least 1 (or null for the default), got {env[knob]}")
+    if env.resources_per_worker.num_cpus < 0:
+        raise ValueError(f"env.resources_per_worker.num_cpus must be 0 or more, got "
+                         f"{env.resources_per_worker.num_cpus}")
     agent = config.actor_rollout_ref.rollout.agent.default_agent_loop
     if agent != AGENT_NAME:
         raise ValueError(f"actor_rollout_ref.rollout.agent.default_agent_loop is {agent}; the environment "
