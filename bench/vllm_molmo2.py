@@ -3,16 +3,16 @@ a full weight sync through verl's bucketed path, on one GPU.
 
     python bench/vllm_molmo2.py [--batch 64] [--prompt-len 256] [--new-tokens 128] [--out bench/results/...]
 
-Same random `4b-shape` checkpoint (made on the spot with molmo_agent.models.molmo2.make_checkpoint), same
-batch of random text prompts on both sides, greedy, EOS ignored (every sequence generates --new-tokens).
-Throughput = generated tokens / wall time of the whole call, prefill included. Bound: a decode step must read
-every weight once, so tokens/s <= batch * (copy rate) / (bytes of all weights), with the copy rate measured
-here as a 1 GiB device-to-device copy (bytes read + written per second); the fraction of it vLLM reaches is
-reported. Weight sync: the transformers model's bf16 state dict (the trainer's, on the same GPU: colocated)
-pushed into the running engine with verl 0.9.1's BucketedWeightSender / update_weights_from_ipc in 2 GB
-buckets (verl's default), timed end to end, best and median of --sync-repeats; the engine's parameters are
-checked byte for byte unchanged afterwards (the same weights went in), and its greedy answers to 8 prompts
-compared.
+Same random `4b-shape` checkpoint (made on the spot with molmo_agent.models.molmo2.make_checkpoint), same batch
+of random text prompts on both sides, greedy, EOS ignored (every sequence generates --new-tokens). Throughput =
+generated tokens / wall time of the whole call, prefill included; vLLM's is the median of --repeats calls after
+one of the same shape (one ~1 s call measured 8.6k and 5.7k tok/s on two nodes). Bound: a decode step must read
+every weight once, so tokens/s <= batch * (copy rate) / (bytes of all weights), with the copy rate measured here
+as a 1 GiB device-to-device copy (bytes read + written per second); the fraction of it vLLM reaches is reported.
+Weight sync: the transformers model's bf16 state dict (the trainer's, on the same GPU: colocated) pushed into
+the running engine with verl 0.9.1's BucketedWeightSender / update_weights_from_ipc in 2 GB buckets (verl's
+default), timed end to end, best and median of --sync-repeats; the engine's parameters are checked byte for byte
+unchanged afterwards (the same weights went in), and its greedy answers to 8 prompts compared.
 Results: bench/results/vllm_molmo2_<device>.json, with the command and every parameter.
 """
 import argparse
@@ -72,16 +72,19 @@ def hf_generate(model, prompts: torch.Tensor, new_tokens: int) -> float:
     return seconds
 
 
-def vllm_generate(llm, prompts: torch.Tensor, new_tokens: int) -> tuple[float, list[list[int]]]:
-    """Seconds for vLLM to generate `new_tokens` per prompt for the whole batch (after a warm-up), and the tokens."""
+def vllm_generate(llm, prompts: torch.Tensor, new_tokens: int, repeats: int = 1) -> tuple[list[float], list[list[int]]]:
+    """Seconds of each of `repeats` runs in which vLLM generates `new_tokens` per prompt for the whole batch, after
+    a warm-up run of the same shape (its first decode at each length may compile kernels), and the tokens."""
     from vllm import SamplingParams
 
     requests = [{"prompt_token_ids": row.tolist()} for row in prompts]
     params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
-    llm.generate(requests, SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True), use_tqdm=False)
-    started = time.perf_counter()
-    outputs = llm.generate(requests, params, use_tqdm=False)
-    seconds = time.perf_counter() - started
+    llm.generate(requests, params, use_tqdm=False)
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        outputs = llm.generate(requests, params, use_tqdm=False)
+        seconds.append(time.perf_counter() - started)
     tokens = [list(o.outputs[0].token_ids) for o in outputs]
     assert all(len(t) == new_tokens for t in tokens)
     return seconds, tokens
@@ -92,6 +95,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--prompt-len", type=int, default=256)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5, help="timed vLLM runs (the median counts)")
     parser.add_argument("--sync-repeats", type=int, default=3)
     parser.add_argument("--memory", type=float, default=0.5, help="vLLM gpu_memory_utilization")
     parser.add_argument("--root", type=Path, default=Path.home() / "molmo2-checkpoints", help="checkpoint folder")
@@ -117,8 +121,9 @@ def main() -> None:
 
     llm = harness.start_engine(checkpoint, eager=False, memory=args.memory, max_len=args.prompt_len + args.new_tokens
                                + 16, max_num_seqs=args.batch, limit_mm_per_prompt={"image": 0, "video": 0})
-    vllm_seconds, _ = vllm_generate(llm, prompts, args.new_tokens)
-    harness.log(f"vLLM generate: {vllm_seconds:.2f}s, {generated / vllm_seconds:.0f} tokens/s")
+    vllm_runs, _ = vllm_generate(llm, prompts, args.new_tokens, args.repeats)
+    vllm_seconds = statistics.median(vllm_runs)
+    harness.log(f"vLLM generate: {['%.3f' % s for s in vllm_runs]} s, median {generated / vllm_seconds:.0f} tokens/s")
 
     probe = prompts[:8]  # the same batch before and after: vLLM's kernels may depend on the batch size
     _, answers_before = vllm_generate(llm, probe, 32)
@@ -147,7 +152,7 @@ def main() -> None:
         "weight_bytes": weight_bytes,
         "copy_rate_bytes_per_s": rate,
         "hf": {"seconds": hf_seconds, "tokens_per_s": hf_rate},
-        "vllm": {"seconds": vllm_seconds, "tokens_per_s": vllm_rate},
+        "vllm": {"seconds": vllm_seconds, "tokens_per_s": vllm_rate, "seconds_of_each_run": vllm_runs},
         "vllm_over_hf": vllm_rate / hf_rate,
         "bound_tokens_per_s": bound,
         "fraction_of_bound": vllm_rate / bound,
