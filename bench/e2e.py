@@ -1,6 +1,6 @@
 """One GiGPO iteration of the 4B-shaped Molmo2 on ALFWorld, timed per stage, with peak GPU memory.
 
-    python bench/e2e.py [--games 8] [--group 4] [--max-steps 10] [--response 128] [--gpus 1] [--offload auto]
+    python bench/e2e.py [--games 8] [--group 4] [--max-steps 10] [--response 128] [--gpus 1] [--offload False]
                         [--model DIR]
 
 Makes a random Molmo2 checkpoint with Molmo2-4B's shapes (`make_checkpoint --size 4b-shape`) unless --model
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--response", type=int, default=128, help="max response tokens")
     parser.add_argument("--gpus", type=int, default=1)
-    parser.add_argument("--offload", default="auto", help="True/False, or auto: on for one GPU")
+    parser.add_argument("--offload", default="False", help="OFFLOAD of the launch script (True/False)")
     parser.add_argument("--model", help="an existing 4b-shape checkpoint (default: made under --work)")
     parser.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "molmo_agent_bench_e2e"))
     args = parser.parse_args()
@@ -79,8 +79,7 @@ def main() -> None:
     env = {"MODEL_PATH": str(model), "DATA_DIR": str(work / "data"), "N_GPUS": str(args.gpus),
            "TRAIN_BATCH": str(args.games), "GROUP_SIZE": str(args.group), "MAX_STEPS": str(args.max_steps),
            "PYTHON": py}
-    if args.offload != "auto":
-        env["OFFLOAD"] = args.offload
+    env["OFFLOAD"] = args.offload
     overrides = [f"data.max_response_length={args.response}", "data.max_prompt_length=2048",
                  "trainer.total_training_steps=1", "trainer.val_before_train=False", "trainer.test_freq=-1",
                  "trainer.save_freq=-1", "trainer.logger=[console]", "trainer.experiment_name=bench_e2e",
@@ -100,7 +99,7 @@ def main() -> None:
         "command": " ".join(f"{k}={v}" for k, v in env.items() if k != "PYTHON") + " " + " ".join(command),
         "parameters": {"model": "Molmo2 4b-shape (random bf16)", "B": args.games, "G": args.group,
                        "max_steps": args.max_steps, "max_response_tokens": args.response, "gpus": args.gpus,
-                       "offload": env.get("OFFLOAD", "auto")},
+                       "offload": args.offload},
         "stages_s": {stage: metrics.get(key) for stage, key in STAGES.items()},
         "session_wait_s": {k: v for k, v in metrics.items() if k.startswith("agent/")},
         "peak_gpu_memory_gb": {k: v for k, v in metrics.items() if "max_memory" in k},

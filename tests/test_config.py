@@ -9,7 +9,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from molmo_agent.integrations.verl.validate import validate_training_config
+from molmo_agent.integrations.verl import validate
+from molmo_agent.integrations.verl.validate import (
+    actor_gpu_memory_gib,
+    check_gpu_memory,
+    gpu_memory_gib,
+    validate_training_config,
+)
 
 from alfworld_games import game_files
 from tiny_models import make_tiny_qwen3
@@ -56,9 +62,9 @@ def test_launch_script_config_composes_and_validates(model_dir, data_dir):
     assert config.env.max_steps == 10 and config.data.max_response_length == 128
     assert config.algorithm.adv_estimator == "gigpo" and config.trainer.v1.trainer_mode == "agent_sync"
     assert config.actor_rollout_ref.rollout.agent.default_agent_loop == "alfworld_agent"
-    # One GPU: parameter and optimizer offload on, so Molmo2-4B fits next to vLLM on 80 GB.
-    assert config.actor_rollout_ref.actor.fsdp_config.param_offload is True
-    assert config.actor_rollout_ref.actor.fsdp_config.optimizer_offload is True
+    # verl's offload parks the weights on the CPU between phases but not during the update: off unless asked.
+    assert config.actor_rollout_ref.actor.fsdp_config.param_offload is False
+    assert config.actor_rollout_ref.actor.fsdp_config.optimizer_offload is False
     assert config.actor_rollout_ref.model.override_config.attn_implementation == "sdpa"
     # Checkpoints and resume are verl's, passed through.
     assert config.trainer.save_freq == 5 and config.trainer.resume_mode == "auto"
@@ -104,3 +110,52 @@ def test_game_data_without_rows_is_refused(tmp_path, model_dir, data_dir):
     config = compose_config(model_dir, data_dir, f"data.val_files=[{tmp_path}/empty.parquet]")
     with pytest.raises(ValueError, match="no game data found: .*has no rows"):
         validate_training_config(config, check_model=False)
+
+
+MOLMO2_4B_PARAMS = 4_850_000_000
+H100_GIB, H200_GIB = 81559 / 1024, 143771 / 1024  # nvidia-smi's memory.total
+
+
+def test_actor_memory_of_a_4b_model_per_phase(model_dir, data_dir):
+    config = compose_config(model_dir, data_dir)  # one GPU, fp32 AdamW, no offload, vLLM at 0.5
+    need = actor_gpu_memory_gib(config, MOLMO2_4B_PARAMS, H100_GIB)
+    # weights 18.1 + gradients 18.1 + moments 36.1 + foreach temporary 18.1 GiB; vLLM 39.8 + weights + moments
+    assert need["update"] == pytest.approx(90.3, abs=0.1)
+    assert need["rollout"] == pytest.approx(39.8 + 18.1 + 36.1, abs=0.1)
+    offloaded = compose_config(model_dir, data_dir, "actor_rollout_ref.actor.fsdp_config.param_offload=True",
+                               "actor_rollout_ref.actor.fsdp_config.optimizer_offload=True")
+    need = actor_gpu_memory_gib(offloaded, MOLMO2_4B_PARAMS, H100_GIB)
+    assert need["update"] == pytest.approx(90.3, abs=0.1) and need["rollout"] == pytest.approx(39.8, abs=0.1)
+    fused_on_two = compose_config(model_dir, data_dir, "trainer.n_gpus_per_node=2",
+                                  "+actor_rollout_ref.actor.optim.override_optimizer_config.fused=True")
+    assert actor_gpu_memory_gib(fused_on_two, MOLMO2_4B_PARAMS, H100_GIB)["update"] == pytest.approx(36.1, abs=0.1)
+    on_cpu = compose_config(model_dir, data_dir, "actor_rollout_ref.actor.strategy=fsdp2",
+                            "actor_rollout_ref.actor.fsdp_config.offload_policy=True")
+    assert actor_gpu_memory_gib(on_cpu, MOLMO2_4B_PARAMS, H100_GIB) == {}
+
+
+def test_a_4b_model_on_one_80gb_gpu_is_refused_and_fits_an_h200_or_two_gpus(model_dir, data_dir):
+    config = compose_config(model_dir, data_dir)
+    with pytest.raises(ValueError, match=r"the actor's update needs at least 90 GiB per GPU .* have 80 GiB"):
+        check_gpu_memory(config, MOLMO2_4B_PARAMS, H100_GIB)
+    check_gpu_memory(config, MOLMO2_4B_PARAMS, H200_GIB)
+    check_gpu_memory(compose_config(model_dir, data_dir, "trainer.n_gpus_per_node=2"), MOLMO2_4B_PARAMS, H100_GIB)
+
+
+def test_gpu_memory_is_read_from_nvidia_smi(tmp_path, monkeypatch):
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 143771\necho 81559\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert gpu_memory_gib() == pytest.approx(H100_GIB)  # the smallest GPU
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert gpu_memory_gib() is None
+
+
+def test_validation_checks_memory_where_it_sees_gpus(model_dir, data_dir, monkeypatch):
+    config = compose_config(model_dir, data_dir)
+    monkeypatch.setattr(validate, "gpu_memory_gib", lambda: 1e-6)  # not even the tiny model's AdamW state fits
+    with pytest.raises(ValueError, match="the actor's update needs at least"):
+        validate_training_config(config)
+    monkeypatch.setattr(validate, "gpu_memory_gib", lambda: None)
+    validate_training_config(config)

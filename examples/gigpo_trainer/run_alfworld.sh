@@ -11,7 +11,9 @@
 #   TRAIN_BATCH  games per iteration, B [16];  GROUP_SIZE  sessions per game, G [8]
 #   MAX_STEPS    agent steps per episode [50]; HISTORY  (observation, action) pairs in the prompt [2]
 #   TP           vLLM tensor-parallel size per engine [1]; GPUs per node must be a multiple of it
-#   OFFLOAD      FSDP parameter and optimizer offload to CPU [True on 1 GPU, else False]
+#   OFFLOAD      verl's FSDP parameter and optimizer offload to CPU between phases [False]: frees the GPU for
+#                vLLM during the rollout; the update still holds everything on the GPU, and the pinned host
+#                copies cost ~1.4x their size in host RAM
 #   DRY_RUN=1    print the composed, resolved config (Hydra's --cfg job) and exit: nothing starts
 # Every argument is passed on as a Hydra override, after the script's own (so it wins).
 set -euo pipefail
@@ -25,9 +27,7 @@ GROUP_SIZE=${GROUP_SIZE:-8}
 MAX_STEPS=${MAX_STEPS:-50}
 HISTORY=${HISTORY:-2}
 TP=${TP:-1}
-if [ -z "${OFFLOAD:-}" ]; then
-  if [ "$N_GPUS" -eq 1 ] && [ "$NNODES" -eq 1 ]; then OFFLOAD=True; else OFFLOAD=False; fi
-fi
+OFFLOAD=${OFFLOAD:-False}
 PROJECT=${PROJECT:-molmo_agent}
 EXPERIMENT=${EXPERIMENT:-alfworld_gigpo_$(basename "$MODEL_PATH")}
 

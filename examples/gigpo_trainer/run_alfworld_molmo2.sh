@@ -4,9 +4,12 @@
 #   bash examples/gigpo_trainer/run_alfworld_molmo2.sh [hydra overrides...]
 #
 # Variables as in run_alfworld.sh (MODEL_PATH, DATA_DIR, N_GPUS, TRAIN_BATCH, GROUP_SIZE, MAX_STEPS, OFFLOAD,
-# DRY_RUN). Memory: on one 80 GB GPU, Molmo2-4B with FSDP, Adam, a reference model and vLLM fits only with
-# parameter and optimizer offload, which this script turns on for a single GPU (OFFLOAD=True, slower updates);
-# on one H200 (141 GB) OFFLOAD=False also fits; on 2+ GPUs FSDP's sharding makes offload unnecessary.
+# DRY_RUN). Memory: AdamW's update of Molmo2-4B's 4.85B fp32 weights needs ~90 GiB on one GPU (weights,
+# gradients, two moments, torch's foreach temporary), with or without verl's offload: one GPU means an H200
+# (141 GB); an 80 GB GPU is refused before anything starts (the config check; with OFFLOAD=True an H100 node
+# ran out of its 128 GB of host RAM in the update). On 2+ GPUs FSDP shards it. Else run AdamW on the CPU:
+# actor_rollout_ref.actor.strategy=fsdp2 actor_rollout_ref.actor.fsdp_config.offload_policy=True (~20 bytes of
+# host RAM per parameter; not measured here).
 set -euo pipefail
 export MODEL_PATH=${MODEL_PATH:-allenai/Molmo2-4B}
 export EXPERIMENT=${EXPERIMENT:-alfworld_gigpo_molmo2}

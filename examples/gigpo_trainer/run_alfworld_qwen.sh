@@ -3,10 +3,9 @@
 #
 #   bash examples/gigpo_trainer/run_alfworld_qwen.sh [hydra overrides...]
 #
-# Variables as in run_alfworld.sh. A 1.5B model with FSDP, Adam, a reference model and vLLM fits on one 80 GB
-# GPU without offload: OFFLOAD=False unless set.
+# Variables as in run_alfworld.sh. A 1.5B model with FSDP, AdamW, a reference model and vLLM fits on one 80 GB
+# GPU (~28 GiB for AdamW's update).
 set -euo pipefail
 export MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-1.5B-Instruct}
 export EXPERIMENT=${EXPERIMENT:-alfworld_gigpo_qwen}
-export OFFLOAD=${OFFLOAD:-False}
 exec bash "$(dirname "$0")/run_alfworld.sh" actor_rollout_ref.model.use_remove_padding=True "$@"

@@ -6,7 +6,8 @@
 #   e2e    tests/gpu/e2e.sh: two GiGPO iterations through Ray + FSDP + vLLM, then a resumed third
 #   4b     plugin, tokens and parity on the 4b-shape checkpoint (made here, ~9 GB)  ~4 min
 #   bench  bench/vllm_molmo2.py: decode throughput and weight-sync time, 4b-shape   ~3 min
-#   bench-e2e      bench/e2e.py: one GiGPO iteration of 4b-shape (B=8, G=4, 10 steps), stage times
+#   bench-e2e      bench/e2e.py: one GiGPO iteration of 4b-shape (B=8, G=4, 10 steps), stage times; one
+#                  GPU needs an H200 (an 80 GB GPU is refused: AdamW's update needs ~90 GiB)
 #   bench-overlap  bench/rollout_overlap.py: our agent loop vs a lock-step loop, 4b-shape, same games
 # Time limit of each stage in seconds: TINY_S (540), E2E_S (540 per run, two runs), FOURB_S (360), BENCH_S (480),
 # BENCH_E2E_S (900), OVERLAP_S (600).

@@ -2,9 +2,12 @@
 
 verl validates its own fields (`verl.utils.config.validate_config`); these are the ones our pieces add: the
 agent loop needs verl's V1 trainer, GiGPO needs groups and our trainer, the dataset must list games, the model
-must be able to answer in the action format, and the FSDP wrap classes must exist in the model.
+must be able to answer in the action format, the FSDP wrap classes must exist in the model, and the actor's
+AdamW state must fit the GPUs (a 4B model on one 80 GB GPU otherwise fails minutes later, at its first update).
 """
 import os
+import shutil
+import subprocess
 
 import pandas as pd
 import torch
@@ -33,9 +36,13 @@ def validate_training_config(config: DictConfig, *, check_model: bool = True) ->
         model_path = config.actor_rollout_ref.model.path
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         check_response_length(config.data.max_response_length, tokenizer)
+        model = meta_model(model_path)
         wrap = config.actor_rollout_ref.actor.fsdp_config.get("wrap_policy", {}).get("transformer_layer_cls_to_wrap")
         if wrap:
-            check_fsdp_wrap_classes(model_path, list(wrap))
+            check_fsdp_wrap_classes(model, list(wrap))
+        gpu_gib = gpu_memory_gib()
+        if gpu_gib is not None:
+            check_gpu_memory(config, sum(p.numel() for p in model.parameters()), gpu_gib)
 
 
 def check_trainer(config: DictConfig) -> None:
@@ -99,14 +106,71 @@ def check_response_length(max_response_length: int, tokenizer: PreTrainedTokeniz
                          f"'{SHORTEST_ANSWER}' and its end token take {needed} tokens with this tokenizer")
 
 
-def check_fsdp_wrap_classes(model_path: str, class_names: list[str]) -> None:
-    """Each class named for FSDP wrapping is a module class of the model (built on the meta device)."""
+def meta_model(model_path: str) -> torch.nn.Module:
+    """The model verl will train, built on the meta device (shapes, no weights)."""
     hf_config = AutoConfig.from_pretrained(model_path)
     with torch.device("meta"):
-        model = get_hf_auto_model_class(hf_config).from_config(hf_config)
+        return get_hf_auto_model_class(hf_config).from_config(hf_config)
+
+
+def check_fsdp_wrap_classes(model: torch.nn.Module, class_names: list[str]) -> None:
+    """Each class named for FSDP wrapping is a module class of the model."""
     present = {type(module).__name__ for module in model.modules()}
     missing = [name for name in class_names if name not in present]
     if missing:
         blocks = sorted(getattr(model, "_no_split_modules", None) or [])
         raise ValueError(f"actor_rollout_ref.actor.fsdp_config.wrap_policy.transformer_layer_cls_to_wrap names "
                          f"{missing}, which {type(model).__name__} does not have; its blocks: {blocks}")
+
+
+def gpu_memory_gib() -> float | None:
+    """The smallest GPU's memory on this machine, from nvidia-smi (no CUDA context in this process); None when
+    there is no NVIDIA GPU here (a Ray head without one: the check is skipped)."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    done = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                          capture_output=True, text=True)
+    sizes = [float(line) for line in done.stdout.split() if line.strip()]
+    return min(sizes) / 1024 if done.returncode == 0 and sizes else None
+
+
+def actor_gpu_memory_gib(config: DictConfig, num_params: int, gpu_gib: float) -> dict[str, float]:
+    """Lower bounds of one GPU's memory in the two phases of an iteration, for AdamW under verl's FSDP engine
+    (activations, CUDA context and fragmentation come on top); {} when the actor's optimizer runs on the CPU
+    (FSDP2 `offload_policy`) or is not a full-parameter AdamW.
+
+    update: the actor's weights, gradients and AdamW's two moments in `model_dtype`, plus the full-size
+      temporary of torch's foreach step (not with `fused`); verl's `param_offload` / `optimizer_offload` move
+      them back to the GPU for the update, so they do not lower this.
+    rollout: vLLM's `gpu_memory_utilization` share next to what stays of the actor (weights unless
+      `param_offload`, the moments unless `optimizer_offload`). The reference model lives on the CPU.
+    """
+    actor = config.actor_rollout_ref.actor
+    fsdp, optim = actor.fsdp_config, actor.optim
+    if (fsdp.get("offload_policy") or actor.strategy not in ("fsdp", "fsdp2") or optim.optimizer not in
+            ("AdamW", "Adam") or config.actor_rollout_ref.model.get("lora_rank", 0)):
+        return {}
+    gpus = config.trainer.n_gpus_per_node * config.trainer.nnodes
+    shards = gpus if fsdp.fsdp_size in (-1, None) else fsdp.fsdp_size
+    width = 4 if str(fsdp.model_dtype) in ("fp32", "float32") else 2  # bytes per weight, gradient or moment
+    fused = bool((optim.get("override_optimizer_config") or {}).get("fused", False))
+    per_shard = num_params / shards / 2**30
+    weights, moments = width * per_shard, 2 * width * per_shard
+    vllm = config.actor_rollout_ref.rollout.gpu_memory_utilization * gpu_gib
+    return {
+        "update": weights * 2 + moments + (0 if fused else weights),
+        "rollout": vllm + (0 if fsdp.param_offload else weights) + (0 if fsdp.optimizer_offload else moments),
+    }
+
+
+def check_gpu_memory(config: DictConfig, num_params: int, gpu_gib: float) -> None:
+    """The actor's AdamW state (and vLLM's share at rollout) fit each GPU, by `actor_gpu_memory_gib`."""
+    for phase, need in actor_gpu_memory_gib(config, num_params, gpu_gib).items():
+        if need > gpu_gib:
+            raise ValueError(
+                f"the actor's {phase} needs at least {need:.0f} GiB per GPU ({num_params / 1e9:.2f}B parameters, "
+                f"AdamW in {config.actor_rollout_ref.actor.fsdp_config.model_dtype}, FSDP over "
+                f"{config.trainer.n_gpus_per_node * config.trainer.nnodes} GPU(s)) and this machine's GPUs have "
+                f"{gpu_gib:.0f} GiB: use more GPUs (FSDP shards the weights and AdamW's state over them), GPUs "
+                f"with more memory, or run AdamW on the CPU (actor_rollout_ref.actor.strategy=fsdp2 "
+                f"actor_rollout_ref.actor.fsdp_config.offload_policy=True: ~20 bytes of host RAM per parameter)")
