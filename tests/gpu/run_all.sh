@@ -38,7 +38,7 @@ for stage in "${stages[@]}"; do
       timeout "${BENCH_E2E_S:-900}" python3 bench/e2e.py --model "$FOURB" --work "$HOME/bench_e2e" ;;
     bench-overlap) bench_inputs &&
       timeout "${OVERLAP_S:-600}" python3 bench/rollout_overlap.py --model "$FOURB" \
-        --games-root "$GAMES/json_2.1.1/train" --eager ;;
+        --games-root "$GAMES/json_2.1.1/train" ;;
     *)     echo "unknown stage (tiny, e2e, 4b, bench, bench-e2e, bench-overlap)"; false ;;
   esac
   status=$?
