@@ -1,4 +1,4 @@
-"""Episode metrics: success overall and per task type, length, invalid-action rate, env failures."""
+"""Episode metrics: success overall and per task type, length, invalid-action rate."""
 import pytest
 
 from molmo_agent.envs.alfworld.metrics import (
@@ -14,7 +14,7 @@ RECORDS = [
     EpisodeRecord("pick_and_place_simple", won=True, length=6, invalid_actions=0),
     EpisodeRecord("pick_and_place_simple", won=False, length=50, invalid_actions=10),
     EpisodeRecord("look_at_obj_in_light", won=True, length=4, invalid_actions=2),
-    EpisodeRecord("look_at_obj_in_light", won=False, length=0, failed=True),
+    EpisodeRecord("look_at_obj_in_light", won=False, length=0),
 ]
 
 
@@ -27,7 +27,5 @@ def test_rates():
 
 def test_flat_dict_and_empty_input():
     metrics = episode_metrics(RECORDS)
-    assert metrics["env_failure_rate"] == 0.25 and metrics["success_rate/pick_and_place_simple"] == 0.5
-    assert episode_metrics([]) == {
-        "success_rate": 0.0, "episode_length": 0.0, "invalid_action_rate": 0.0, "env_failure_rate": 0.0
-    }
+    assert metrics["success_rate/pick_and_place_simple"] == 0.5 and metrics["episode_length"] == 15.0
+    assert episode_metrics([]) == {"success_rate": 0.0, "episode_length": 0.0, "invalid_action_rate": 0.0}

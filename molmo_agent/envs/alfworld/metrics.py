@@ -10,18 +10,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class EpisodeRecord:
-    """One finished episode: its task type, whether it was won, its length in steps, how many of those steps
-    had an invalid action, and whether the environment failed under it (crash, hang)."""
+    """One finished episode: its task type, whether it was won, its length in steps, and how many of those steps
+    had an invalid action. (An episode whose environment crashed or hung is dropped, not recorded.)"""
 
     task_type: str
     won: bool
     length: int
     invalid_actions: int = 0
-    failed: bool = False
 
 
 def success_rate(records: Sequence[EpisodeRecord]) -> float:
-    """Fraction of episodes won (failed episodes count as not won); 0.0 for no episodes."""
+    """Fraction of episodes won; 0.0 for no episodes."""
     return sum(r.won for r in records) / len(records) if records else 0.0
 
 
@@ -44,18 +43,12 @@ def invalid_action_rate(records: Sequence[EpisodeRecord]) -> float:
     return sum(r.invalid_actions for r in records) / steps if steps else 0.0
 
 
-def failure_rate(records: Sequence[EpisodeRecord]) -> float:
-    """Fraction of episodes the environment failed under."""
-    return sum(r.failed for r in records) / len(records) if records else 0.0
-
-
 def episode_metrics(records: Sequence[EpisodeRecord]) -> dict[str, float]:
     """All of the above in one flat dict, per-type success as "success_rate/<task type>"."""
     metrics = {
         "success_rate": success_rate(records),
         "episode_length": mean_episode_length(records),
         "invalid_action_rate": invalid_action_rate(records),
-        "env_failure_rate": failure_rate(records),
     }
     metrics.update({f"success_rate/{t}": rate for t, rate in success_rate_by_task_type(records).items()})
     return metrics

@@ -230,6 +230,6 @@ def episode_summary(outputs: list[AgentLoopOutput], anchors: list[str], won: boo
     counts = Counter(anchors)
     return {
         "acc": float(won),
-        **{name: value for name, value in episode_metrics([record]).items() if name != "env_failure_rate"},
+        **episode_metrics([record]),
         "anchor_group_share": sum(counts[a] > 1 for a in anchors) / len(anchors),
     }

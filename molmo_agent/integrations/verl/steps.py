@@ -76,8 +76,7 @@ def episode_metrics(uids: Sequence[str], extra_fields: Sequence[dict[str, Any]],
     `expected_episodes` sessions that left no step sample — an environment that crashed or hung, whose episode
     the agent loop drops (the other metrics are over the episodes that were played)."""
     records = episode_records(extra_fields)
-    metrics = {f"{prefix}/{name}": value for name, value in alfworld_metrics(records).items()
-               if name != "env_failure_rate"}  # a played episode never failed; dropped ones are counted below
+    metrics = {f"{prefix}/{name}": value for name, value in alfworld_metrics(records).items()}
     metrics[f"{prefix}/dropped_episode_rate"] = 1.0 - len(records) / expected_episodes
     if extra_fields:
         anchors = [(uid, _anchor_key(fields[ANCHOR_OBS])) for uid, fields in zip(uids, extra_fields, strict=True)]
