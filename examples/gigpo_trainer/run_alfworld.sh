@@ -13,7 +13,7 @@
 #   TP           vLLM tensor-parallel size per engine [1]; GPUs per node must be a multiple of it
 #   OFFLOAD      verl's FSDP parameter and optimizer offload to CPU between phases [False]: frees the GPU for
 #                vLLM during the rollout; the update still holds everything on the GPU, and the pinned host
-#                copies cost ~1.4x their size in host RAM
+#                copies can cost up to twice their size in host RAM (the pinned allocator rounds blocks up)
 #   DRY_RUN=1    print the composed, resolved config (Hydra's --cfg job) and exit: nothing starts
 # Every argument is passed on as a Hydra override, after the script's own (so it wins).
 set -euo pipefail
