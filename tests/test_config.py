@@ -132,6 +132,8 @@ def test_actor_memory_of_a_4b_model_per_phase(model_dir, data_dir):
     on_cpu = compose_config(model_dir, data_dir, "actor_rollout_ref.actor.strategy=fsdp2",
                             "actor_rollout_ref.actor.fsdp_config.offload_policy=True")
     assert actor_gpu_memory_gib(on_cpu, MOLMO2_4B_PARAMS, H100_GIB) == {}
+    apart = compose_config(model_dir, data_dir, "actor_rollout_ref.hybrid_engine=False")  # vLLM on other GPUs
+    assert set(actor_gpu_memory_gib(apart, MOLMO2_4B_PARAMS, H100_GIB)) == {"update"}
 
 
 def test_a_4b_model_on_one_80gb_gpu_is_refused_and_fits_an_h200_or_two_gpus(model_dir, data_dir):

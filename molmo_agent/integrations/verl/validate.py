@@ -142,8 +142,9 @@ def actor_gpu_memory_gib(config: DictConfig, num_params: int, gpu_gib: float) ->
     update: the actor's weights, gradients and AdamW's two moments in `model_dtype`, plus the full-size
       temporary of torch's foreach step (not with `fused`); verl's `param_offload` / `optimizer_offload` move
       them back to the GPU for the update, so they do not lower this.
-    rollout: vLLM's `gpu_memory_utilization` share next to what stays of the actor (weights unless
-      `param_offload`, the moments unless `optimizer_offload`). The reference model lives on the CPU.
+    rollout (vLLM colocated, `hybrid_engine`): vLLM's `gpu_memory_utilization` share next to what stays of the
+      actor (weights unless `param_offload`, the moments unless `optimizer_offload`). The reference model lives
+      on the CPU.
     """
     actor = config.actor_rollout_ref.actor
     fsdp, optim = actor.fsdp_config, actor.optim
@@ -156,11 +157,11 @@ def actor_gpu_memory_gib(config: DictConfig, num_params: int, gpu_gib: float) ->
     fused = bool((optim.get("override_optimizer_config") or {}).get("fused", False))
     per_shard = num_params / shards / 2**30
     weights, moments = width * per_shard, 2 * width * per_shard
-    vllm = config.actor_rollout_ref.rollout.gpu_memory_utilization * gpu_gib
-    return {
-        "update": weights * 2 + moments + (0 if fused else weights),
-        "rollout": vllm + (0 if fsdp.param_offload else weights) + (0 if fsdp.optimizer_offload else moments),
-    }
+    need = {"update": weights * 2 + moments + (0 if fused else weights)}
+    if config.actor_rollout_ref.get("hybrid_engine", True):  # vLLM on the training GPUs
+        vllm = config.actor_rollout_ref.rollout.gpu_memory_utilization * gpu_gib
+        need["rollout"] = vllm + (0 if fsdp.param_offload else weights) + (0 if fsdp.optimizer_offload else moments)
+    return need
 
 
 def check_gpu_memory(config: DictConfig, num_params: int, gpu_gib: float) -> None:
