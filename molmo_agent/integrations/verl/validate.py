@@ -36,13 +36,14 @@ def validate_training_config(config: DictConfig, *, check_model: bool = True) ->
         model_path = config.actor_rollout_ref.model.path
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         check_response_length(config.data.max_response_length, tokenizer)
-        model = meta_model(model_path)
         wrap = config.actor_rollout_ref.actor.fsdp_config.get("wrap_policy", {}).get("transformer_layer_cls_to_wrap")
-        if wrap:
-            check_fsdp_wrap_classes(model, list(wrap))
         gpu_gib = gpu_memory_gib()
-        if gpu_gib is not None:
-            check_gpu_memory(config, sum(p.numel() for p in model.parameters()), gpu_gib)
+        if wrap or gpu_gib is not None:
+            model = meta_model(model_path)
+            if wrap:
+                check_fsdp_wrap_classes(model, list(wrap))
+            if gpu_gib is not None:
+                check_gpu_memory(config, sum(p.numel() for p in model.parameters()), gpu_gib)
 
 
 def check_trainer(config: DictConfig) -> None:
