@@ -1,0 +1,91 @@
+"""bench/rollout_overlap.py's two loops on the CPU, with a fake vLLM engine: lock-step really waits for every
+running session before any generates, both loops play every step, and the end-of-answer bias reaches the engine."""
+import argparse
+import asyncio
+import contextlib
+import math
+import sys
+import types
+
+import pytest
+
+from alfworld_games import GAMES_ROOT
+from tiny_models import make_tiny_qwen3
+
+sys.path.insert(0, str(GAMES_ROOT.parents[2] / "bench"))
+import rollout_overlap  # noqa: E402
+
+GAMES, GROUP, STEPS, CAP = 2, 2, 3, 16
+
+
+class FakeEngine:
+    """vLLM's AsyncLLM.generate: `max_tokens` tokens, or fewer ending in EOS when the EOS logit is biased; counts
+    the requests in flight."""
+
+    def __init__(self):
+        self.in_flight, self.peak_in_flight, self.logit_biases = 0, 0, []
+
+    async def generate(self, prompt, params, request_id):
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self.logit_biases.append(params.logit_bias)
+        await asyncio.sleep(0.01)
+        self.in_flight -= 1
+        length = params.max_tokens if params.logit_bias is None else params.max_tokens // 4
+        yield types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=[100] * length)])
+
+    def shutdown(self):
+        pass
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    engine = FakeEngine()
+    vllm = types.ModuleType("vllm")
+    vllm.SamplingParams = lambda max_tokens, temperature, top_p, logit_bias: types.SimpleNamespace(
+        max_tokens=max_tokens, logit_bias=logit_bias)
+    vllm.AsyncEngineArgs = dict
+    inputs = types.ModuleType("vllm.inputs")
+    inputs.TokensPrompt = lambda prompt_token_ids: prompt_token_ids
+    async_llm = types.ModuleType("vllm.v1.engine.async_llm")
+    async_llm.AsyncLLM = types.SimpleNamespace(from_engine_args=lambda engine_args: engine)
+    for name, module in {"vllm": vllm, "vllm.inputs": inputs, "vllm.v1.engine.async_llm": async_llm}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    no_gpu = types.SimpleNamespace(fraction=None)
+    monkeypatch.setattr(rollout_overlap, "GpuBusy", lambda: contextlib.nullcontext(no_gpu))
+    return engine
+
+
+def test_both_loops_play_every_step_and_lock_step_waits_for_all(tmp_path, fake_vllm):
+    model = make_tiny_qwen3(tmp_path / "model")
+    args = argparse.Namespace(model=str(model), games_root=str(GAMES_ROOT), games=GAMES, group=GROUP,
+                              max_steps=STEPS, response=CAP, gpu_memory_utilization=0.5, eager=True,
+                              eos_rates=[0.0, 0.25])
+    result = asyncio.run(rollout_overlap.bench(args))
+
+    fixed, varied = result["settings"]
+    for setting in (fixed, varied):
+        for run in setting["runs"].values():
+            assert run["step_samples"] == GAMES * GROUP * STEPS  # a random model never wins: every step is played
+    assert all(run["mean_answer_tokens"] == CAP for run in fixed["runs"].values())
+    assert all(run["mean_answer_tokens"] == CAP // 4 for run in varied["runs"].values())
+    # The EOS bias that makes near-uniform logits end an answer with probability 0.25 per token.
+    vocab = len(rollout_overlap.AutoTokenizer.from_pretrained(model))
+    assert varied["eos_logit_bias"] == pytest.approx(math.log(0.25 * vocab / 0.75))
+    assert fixed["eos_logit_bias"] is None and None in fake_vllm.logit_biases
+    assert {tuple(bias.values()) for bias in fake_vllm.logit_biases if bias} == {(varied["eos_logit_bias"],)}
+
+
+def test_lock_step_releases_a_step_only_when_every_running_session_asked(fake_vllm):
+    async def scenario():
+        server = rollout_overlap.EngineServer(fake_vllm)
+        gate = rollout_overlap.LockStep(server, sessions=3)
+        request = {"prompt_ids": [1], "sampling_params": {"max_tokens": 2, "temperature": 1.0}}
+        first = [asyncio.ensure_future(gate.generate(f"r{i}", **request)) for i in range(2)]
+        await asyncio.sleep(0.05)
+        assert fake_vllm.peak_in_flight == 0  # two of three sessions asked: nothing generates yet
+        gate.leave()  # the third session's episode ended: the two waiting go
+        await asyncio.gather(*first)
+        assert fake_vllm.peak_in_flight == 2
+
+    asyncio.run(scenario())
