@@ -150,6 +150,9 @@ def test_gpu_memory_is_read_from_nvidia_smi(tmp_path, monkeypatch):
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert gpu_memory_gib() == pytest.approx(H100_GIB)  # the smallest GPU
+    fake.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate with the driver.'\n"
+                    "exit 9\n")
+    assert gpu_memory_gib() is None  # not a crash
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     assert gpu_memory_gib() is None
 

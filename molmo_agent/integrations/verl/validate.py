@@ -126,13 +126,16 @@ def check_fsdp_wrap_classes(model: torch.nn.Module, class_names: list[str]) -> N
 
 def gpu_memory_gib() -> float | None:
     """The smallest GPU's memory on this machine, from nvidia-smi (no CUDA context in this process); None when
-    there is no NVIDIA GPU here (a Ray head without one: the check is skipped)."""
+    there is no NVIDIA GPU here or nvidia-smi cannot tell (a Ray head without one: the check is skipped)."""
     if shutil.which("nvidia-smi") is None:
         return None
     done = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
                           capture_output=True, text=True)
-    sizes = [float(line) for line in done.stdout.split() if line.strip()]
-    return min(sizes) / 1024 if done.returncode == 0 and sizes else None
+    try:  # a driver that is not loaded answers with a sentence and a nonzero status
+        sizes = [float(line) for line in done.stdout.split()] if done.returncode == 0 else []
+    except ValueError:
+        return None
+    return min(sizes) / 1024 if sizes else None
 
 
 def actor_gpu_memory_gib(config: DictConfig, num_params: int, gpu_gib: float) -> dict[str, float]:
@@ -152,8 +155,7 @@ def actor_gpu_memory_gib(config: DictConfig, num_params: int, gpu_gib: float) ->
     if (fsdp.get("offload_policy") or actor.strategy not in ("fsdp", "fsdp2") or optim.optimizer not in
             ("AdamW", "Adam") or config.actor_rollout_ref.model.get("lora_rank", 0)):
         return {}
-    gpus = config.trainer.n_gpus_per_node * config.trainer.nnodes
-    shards = gpus if fsdp.fsdp_size in (-1, None) else fsdp.fsdp_size
+    shards = _training_gpus(config) if fsdp.fsdp_size in (-1, None) else fsdp.fsdp_size
     width = 4 if str(fsdp.model_dtype) in ("fp32", "float32") else 2  # bytes per weight, gradient or moment
     fused = bool((optim.get("override_optimizer_config") or {}).get("fused", False))
     per_shard = num_params / shards / 2**30
@@ -172,7 +174,11 @@ def check_gpu_memory(config: DictConfig, num_params: int, gpu_gib: float) -> Non
             raise ValueError(
                 f"the actor's {phase} needs at least {need:.0f} GiB per GPU ({num_params / 1e9:.2f}B parameters, "
                 f"AdamW in {config.actor_rollout_ref.actor.fsdp_config.model_dtype}, FSDP over "
-                f"{config.trainer.n_gpus_per_node * config.trainer.nnodes} GPU(s)) and this machine's GPUs have "
+                f"{_training_gpus(config)} GPU(s)) and this machine's GPUs have "
                 f"{gpu_gib:.0f} GiB: use more GPUs (FSDP shards the weights and AdamW's state over them), GPUs "
                 f"with more memory, or run AdamW on the CPU (actor_rollout_ref.actor.strategy=fsdp2 "
                 f"actor_rollout_ref.actor.fsdp_config.offload_policy=True: ~20 bytes of host RAM per parameter)")
+
+
+def _training_gpus(config: DictConfig) -> int:
+    return config.trainer.n_gpus_per_node * config.trainer.nnodes
