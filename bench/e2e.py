@@ -1,7 +1,7 @@
 """One GiGPO iteration of the 4B-shaped Molmo2 on ALFWorld, timed per stage, with peak GPU memory.
 
     python bench/e2e.py [--games 8] [--group 4] [--max-steps 10] [--response 128] [--gpus 1] [--offload False]
-                        [--model DIR]
+                        [--model DIR] [--eager]
 
 Makes a random Molmo2 checkpoint with Molmo2-4B's shapes (`make_checkpoint --size 4b-shape`) unless --model
 names one, generates games, prepares the data and runs one iteration of
@@ -9,7 +9,9 @@ names one, generates games, prepares the data and runs one iteration of
 line of that iteration it keeps the stage times — rollout (`gen`: the agent loop, generation and environment
 together), log-probs (`old_log_prob`, `ref`), advantage (`adv`), update (`update_actor`), weight sync
 (`update_weights`) — how a session's time splits between waiting for generation and for the environment (our
-trainer's `agent/*`), and the peak GPU memory, and writes them to bench/results/e2e_<gpu>.json with the command.
+trainer's `agent/*`), and the peak GPU memory: the actor's (torch's counters, as verl logs them) and the node's
+(nvidia-smi every 0.5 s: every process, vLLM included, on the fullest GPU). Writes them to
+bench/results/e2e_<gpu>.json with the command. vLLM runs with CUDA graphs as training does, unless --eager.
 """
 import argparse
 import json
@@ -61,6 +63,7 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=1)
     parser.add_argument("--offload", default="False", help="OFFLOAD of the launch script (True/False)")
     parser.add_argument("--model", help="an existing 4b-shape checkpoint (default: made under --work)")
+    parser.add_argument("--eager", action="store_true", help="vLLM without CUDA graphs (starts minutes sooner)")
     parser.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "molmo_agent_bench_e2e"))
     args = parser.parse_args()
     work = pathlib.Path(args.work)
@@ -86,23 +89,26 @@ def main() -> None:
                  "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
                  "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16",
                  "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=16",
-                 # the engine's first start on a node compiles for minutes; eager keeps the bench in one call
-                 "actor_rollout_ref.rollout.enforce_eager=True"]
+                 f"actor_rollout_ref.rollout.enforce_eager={args.eager}"]
     command = ["bash", "examples/gigpo_trainer/run_alfworld_molmo2.sh", *overrides]
     start = time.perf_counter()
-    log = shell(command, log=work / "train.log", env=env)
+    with harness.NvidiaSmiSampler("memory.used", period_ms=500) as gpu_memory_mib:
+        log = shell(command, log=work / "train.log", env=env)
     wall_s = time.perf_counter() - start
     metrics = iteration_metrics(log)
+    node_peak_mib = gpu_memory_mib.peak()
 
     result = {
         "bench": "e2e",
         "command": " ".join(f"{k}={v}" for k, v in env.items() if k != "PYTHON") + " " + " ".join(command),
         "parameters": {"model": "Molmo2 4b-shape (random bf16)", "B": args.games, "G": args.group,
                        "max_steps": args.max_steps, "max_response_tokens": args.response, "gpus": args.gpus,
-                       "offload": args.offload},
+                       "offload": args.offload, "vllm_enforce_eager": args.eager},
         "stages_s": {stage: metrics.get(key) for stage, key in STAGES.items()},
         "session_wait_s": {k: v for k, v in metrics.items() if k.startswith("agent/")},
-        "peak_gpu_memory_gb": {k: v for k, v in metrics.items() if "max_memory" in k},
+        # in GiB, as verl's actor/perf/*_gb are
+        "peak_gpu_memory_gb": {**{k: v for k, v in metrics.items() if "max_memory" in k},
+                               "nvidia_smi_memory_used": node_peak_mib and round(node_peak_mib / 1024, 1)},
         "process_wall_s": round(wall_s, 1),
         "metrics": metrics,
     }

@@ -2,9 +2,9 @@
 running session before any generates, both loops play every step, and the end-of-answer bias reaches the engine."""
 import argparse
 import asyncio
-import contextlib
 import math
 import sys
+import time
 import types
 
 import pytest
@@ -51,8 +51,6 @@ def fake_vllm(monkeypatch):
     async_llm.AsyncLLM = types.SimpleNamespace(from_engine_args=lambda engine_args: engine)
     for name, module in {"vllm": vllm, "vllm.inputs": inputs, "vllm.v1.engine.async_llm": async_llm}.items():
         monkeypatch.setitem(sys.modules, name, module)
-    no_gpu = types.SimpleNamespace(fraction=None)
-    monkeypatch.setattr(rollout_overlap, "GpuBusy", lambda: contextlib.nullcontext(no_gpu))
     return engine
 
 
@@ -68,6 +66,10 @@ def test_both_loops_play_every_step_and_lock_step_waits_for_all(tmp_path, fake_v
         for run in setting["runs"].values():
             assert run["step_samples"] == GAMES * GROUP * STEPS  # a random model never wins: every step is played
     assert all(run["mean_answer_tokens"] == CAP for run in fixed["runs"].values())
+    # Equal answers everywhere: no loop can beat lock-step by decoding less.
+    equal = {"lock_step": STEPS * CAP, "async": STEPS * CAP}
+    assert all(run["decode_steps"] == equal for run in fixed["runs"].values())
+    assert fixed["ratio_bound_from_answer_lengths"] == 1.0
     assert all(run["mean_answer_tokens"] == CAP // 4 for run in varied["runs"].values())
     # The EOS bias that makes near-uniform logits end an answer with probability 0.25 per token.
     vocab = len(rollout_overlap.AutoTokenizer.from_pretrained(model))
@@ -89,3 +91,23 @@ def test_lock_step_releases_a_step_only_when_every_running_session_asked(fake_vl
         assert fake_vllm.peak_in_flight == 2
 
     asyncio.run(scenario())
+
+
+def test_decode_steps_charge_lock_step_each_turns_longest_answer_and_async_its_longest_session():
+    lengths = {"a": [10, 2], "b": [3, 8, 5], "c": [4]}  # b plays a third turn alone; c's episode ended after one
+    assert rollout_overlap.decode_steps(lengths) == {"lock_step": 10 + 8 + 5, "async": 3 + 8 + 5}
+
+
+def test_nvidia_smi_sampler_reads_every_gpu_line_and_has_none_without_nvidia_smi(tmp_path, monkeypatch):
+    fake = tmp_path / "nvidia-smi"  # two GPUs, two samples each, then it keeps sampling until stopped
+    fake.write_text("#!/bin/sh\nprintf '10\\n30\\n20\\n60\\n'\nexec sleep 60\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with rollout_overlap.harness.NvidiaSmiSampler("memory.used") as sampler:
+        time.sleep(0.5)
+    assert sampler.samples == [10, 30, 20, 60] and sampler.mean() == 30 and sampler.peak() == 60
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with rollout_overlap.harness.NvidiaSmiSampler("memory.used") as sampler:
+        pass
+    assert sampler.mean() is None and sampler.peak() is None

@@ -10,7 +10,7 @@
 #                  GPU needs an H200 (an 80 GB GPU is refused: AdamW's update needs ~90 GiB)
 #   bench-overlap  bench/rollout_overlap.py: our agent loop vs a lock-step loop, 4b-shape, same games
 # Time limit of each stage in seconds: TINY_S (540), E2E_S (540 per run, two runs), FOURB_S (360), BENCH_S (480),
-# BENCH_E2E_S (900), OVERLAP_S (600).
+# BENCH_E2E_S (1200), OVERLAP_S (600).
 # Needs the bundle installed (install_bundle.sh). Prints PASS/FAIL lines, then a summary; writes JSON summaries,
 # the bench result and run_all.log to $OUT (default ./gpu-out). Exit status 0 only if every check passed.
 cd "$(dirname "$0")/../.." || exit 1
@@ -35,7 +35,7 @@ for stage in "${stages[@]}"; do
     4b)    timeout "${FOURB_S:-360}" python3 tests/gpu/check_vllm_molmo2.py --size 4b-shape --checks plugin,tokens,parity ;;
     bench) timeout "${BENCH_S:-480}" python3 bench/vllm_molmo2.py ;;
     bench-e2e) bench_inputs &&
-      timeout "${BENCH_E2E_S:-900}" python3 bench/e2e.py --model "$FOURB" --work "$HOME/bench_e2e" ;;
+      timeout "${BENCH_E2E_S:-1200}" python3 bench/e2e.py --model "$FOURB" --work "$HOME/bench_e2e" ;;
     bench-overlap) bench_inputs &&
       timeout "${OVERLAP_S:-600}" python3 bench/rollout_overlap.py --model "$FOURB" \
         --games-root "$GAMES/json_2.1.1/train" ;;

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterable
@@ -42,6 +43,34 @@ class Report:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         summary = {**self.meta, "passed": all(c["ok"] for c in self.checks), "checks": self.checks}
         self.path.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+class NvidiaSmiSampler:
+    """One `nvidia-smi --query-gpu` field (utilization.gpu in %, memory.used in MiB), sampled on every GPU every
+    `period_ms` while the block runs. nvidia-smi sees every process's use without a CUDA context of its own; without
+    nvidia-smi there are no samples."""
+
+    def __init__(self, field: str, period_ms: int = 100):
+        self.command = ["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader,nounits", "-lms", str(period_ms)]
+        self.samples: list[float] = []
+
+    def __enter__(self) -> "NvidiaSmiSampler":
+        try:
+            self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True)
+        except FileNotFoundError:
+            self.process = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.samples = [float(line) for line in self.process.communicate()[0].split() if line.strip().isdigit()]
+
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+    def peak(self) -> float | None:
+        return max(self.samples, default=None)
 
 
 def device_tag() -> str:
