@@ -1,5 +1,6 @@
-"""What the GPU checks (check_vllm_molmo2.py) and the bench (bench/vllm_molmo2.py) share: random checkpoints,
-vLLM engines set up as verl sets them up, and verl's own bucketed weight sync.
+"""What the GPU checks (check_vllm_molmo2.py) and the benches (bench/vllm_molmo2.py, e2e.py, rollout_overlap.py)
+share: random checkpoints, vLLM engines set up as verl sets them up, verl's own bucketed weight sync, and
+nvidia-smi sampling.
 
 Runs on a GPU node with vllm 0.24 and verl 0.9.1 installed (tests/gpu/README.md); imports nothing of them at
 module level, so `--help` works anywhere.
