@@ -81,8 +81,7 @@ def main() -> None:
 
     env = {"MODEL_PATH": str(model), "DATA_DIR": str(work / "data"), "N_GPUS": str(args.gpus),
            "TRAIN_BATCH": str(args.games), "GROUP_SIZE": str(args.group), "MAX_STEPS": str(args.max_steps),
-           "PYTHON": py}
-    env["OFFLOAD"] = args.offload
+           "OFFLOAD": args.offload, "PYTHON": py}
     overrides = [f"data.max_response_length={args.response}", "data.max_prompt_length=2048",
                  "trainer.total_training_steps=1", "trainer.val_before_train=False", "trainer.test_freq=-1",
                  "trainer.save_freq=-1", "trainer.logger=[console]", "trainer.experiment_name=bench_e2e",

@@ -6,9 +6,9 @@ a full weight sync through verl's bucketed path, on one GPU.
 Same random `4b-shape` checkpoint (made on the spot with molmo_agent.models.molmo2.make_checkpoint), same batch
 of random text prompts on both sides, greedy, EOS ignored (every sequence generates --new-tokens). Throughput =
 generated tokens / wall time of the whole call, prefill included; vLLM's is the median of --repeats calls after
-one of the same shape (one ~1 s call measured 8.6k and 5.7k tok/s on two nodes). Bound: a decode step must read
-every weight once, so tokens/s <= batch * (copy rate) / (bytes of all weights), with the copy rate measured here
-as a 1 GiB device-to-device copy (bytes read + written per second); the fraction of it vLLM reaches is reported.
+one of the same shape (a single ~1 s call is too noisy to compare nodes). Bound: a decode step must read every
+weight once, so tokens/s <= batch * (copy rate) / (bytes of all weights), with the copy rate measured here as a
+1 GiB device-to-device copy (bytes read + written per second); the fraction of it vLLM reaches is reported.
 Weight sync: the transformers model's bf16 state dict (the trainer's, on the same GPU: colocated) pushed into
 the running engine with verl 0.9.1's BucketedWeightSender / update_weights_from_ipc in 2 GB buckets (verl's
 default), timed end to end, best and median of --sync-repeats; the engine's parameters are checked byte for byte
@@ -177,8 +177,9 @@ def main() -> None:
           f"(goal {GOALS['vllm_over_hf']}x); {100 * result['fraction_of_bound']:.0f}% of the {bound:.0f} tok/s "
           f"weight-read bound (goal {100 * GOALS['fraction_of_bound']:.0f}%); weight sync median "
           f"{result['sync_seconds']['median']:.3f}s (goal < {GOALS['sync_seconds']}s); parameters changed by "
-          f"syncing the same weights: {len(changed)} {changed[:4]}; greedy answers unchanged: "
-          f"{result['sync_kept_answers']}; wrote {out}", flush=True)
+          f"syncing the same weights: {len(changed)} {changed[:4]}; greedy answers unchanged by the sync: "
+          f"{result['sync_kept_answers']}, repeatable with no sync: {result['greedy_repeatable_without_sync']}; "
+          f"wrote {out}", flush=True)
     os._exit(0)
 
 
