@@ -148,7 +148,8 @@ def test_tiny_model_sessions_give_step_samples_and_gigpo_advantages(model_dir):
     per_step = advantages[:, 0]
     assert per_step[0] == 0 and per_step[MAX_STEPS] == 0
     assert per_step.sum().abs() < 1e-5
-    assert steps.episode_metrics(uids, extra_fields, expected_episodes=2)["env/anchor_group_share"] == 1.0
+    metrics = steps.episode_metrics(uids, extra_fields, expected_episodes=2)
+    assert metrics["env/anchor_group_share"] == 1.0 and metrics["env/images_per_step"] == 0.0
 
 
 def test_malformed_answers_are_penalized_against_well_formed_ones(model_dir):

@@ -165,6 +165,7 @@ class EnvAgentLoop(AgentLoopBase):
                         steps.TASK_TYPE: task_type,
                         steps.GENERATE_SECONDS: t1 - t0,
                         steps.ENV_SECONDS: t2 - t1,
+                        steps.IMAGES: len(images or ()),
                     },
                 ))
                 if done:

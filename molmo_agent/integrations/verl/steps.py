@@ -29,6 +29,7 @@ TASK_TYPE = "task_type"  # str: the game's task family, for success rates per ty
 STEP_FIELDS = (TRAJ_UID, STEP_INDEX, ANCHOR_OBS, ENV_REWARD, IS_ACTION_VALID, DONE, WON, TASK_TYPE)
 GENERATE_SECONDS = "generate_seconds"  # float: wall seconds the session waited for this step's response
 ENV_SECONDS = "env_seconds"  # float: wall seconds the session waited for the environment's answer to it
+IMAGES = "images"  # int: images in the step's prompt (the observation's; 0 for a text environment)
 
 
 def gigpo_batch(uids: Sequence[str], extra_fields: Sequence[dict[str, Any]], response_mask: torch.Tensor) -> DataProto:
@@ -75,13 +76,15 @@ def episode_metrics(uids: Sequence[str], extra_fields: Sequence[dict[str, Any]],
                     prefix: str = "env") -> dict[str, float]:
     """The environment's episode metrics (success overall and per task type, episode length, invalid-action
     rate) over the step samples' trajectories; GiGPO's anchor-group share over the steps (`anchor_group_share`,
-    exact anchors, logged for every estimator); and the share of the `expected_episodes` sessions that left no
+    exact anchors, logged for every estimator); the mean number of images in a step's prompt; and the share of the `expected_episodes` sessions that left no
     step sample — an environment that crashed or hung, whose episode the agent loop drops (the other metrics are
     over the episodes that were played)."""
     records = episode_records(extra_fields)
     metrics = {f"{prefix}/{name}": value for name, value in env_episode_metrics(records).items()}
     metrics[f"{prefix}/dropped_episode_rate"] = 1.0 - len(records) / expected_episodes
     metrics[f"{prefix}/anchor_group_share"] = anchor_group_share(uids, [fields[ANCHOR_OBS] for fields in extra_fields])
+    images = [fields.get(IMAGES, 0) for fields in extra_fields]
+    metrics[f"{prefix}/images_per_step"] = float(np.mean(images)) if images else 0.0
     return metrics
 
 

@@ -33,6 +33,7 @@ from transformers import (
 )
 
 from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY
+from verl.utils.import_utils import load_class_from_fqn
 from verl.utils.model import get_hf_auto_model_class
 from verl.utils.transformers_compat import get_auto_model_for_vision2seq
 
@@ -41,8 +42,10 @@ from molmo_agent.integrations.verl.advantage import DEFAULTS as GIGPO_DEFAULTS
 from molmo_agent.integrations.verl.advantage import GIGPO
 from molmo_agent.envs.base import observation_text
 from molmo_agent.envs.registry import get_env, make_env
+from molmo_agent.models.molmo2 import Molmo2Config
 from molmo_agent.integrations.verl import reference
 from molmo_agent.integrations.verl.agent_loop import AGENT_NAME, LOOP_KEYS, env_knobs
+from molmo_agent.integrations.verl.multimodal import AgentLoopManager
 from molmo_agent.integrations.verl.trainer import TRAINER_MODE
 
 # The shortest answer in the action format, and the end-of-sequence token after it.
@@ -79,6 +82,7 @@ def validate_training_config(config: DictConfig, *, check_model: bool = True) ->
             check_weights(local_dir, model_path)
         hf_config = model_config(model_path, trust_remote_code)
         check_trainable_model(hf_config, model_path)
+        check_agent_loop_manager(config.actor_rollout_ref.rollout.agent, hf_config)
         try:
             tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as error:
@@ -160,6 +164,18 @@ def accepted_env_keys(env_name: str) -> set[str]:
     """The keys `env.*` may hold for the registered environment `env_name`: the agent loop's plus the
     environment's knobs (`EnvSpec.knobs`); dotted keys name subkeys, as `check_known_keys` reads them."""
     return set(LOOP_ENV_KEYS | set(get_env(env_name).knobs))
+
+
+def check_agent_loop_manager(agent: DictConfig, hf_config: PretrainedConfig) -> None:
+    """Molmo2's trainer image inputs come from our agent-loop manager's workers (`multimodal.py`): verl's own
+    decode the step's ids to text, which drops Molmo2's image blocks, and fail on the first image step."""
+    name = agent.get("agent_loop_manager_class")
+    if hf_config.model_type != Molmo2Config.model_type:
+        return
+    if not name or not issubclass(load_class_from_fqn(name, "AgentLoopManager"), AgentLoopManager):
+        raise ValueError(f"actor_rollout_ref.rollout.agent.agent_loop_manager_class={name}: a Molmo2 model needs "
+                         f"{AgentLoopManager.__module__}.{AgentLoopManager.__name__} (or a subclass), whose workers "
+                         "give the trainer the rollout's images; verl's own cannot rebuild Molmo2's image inputs")
 
 
 def check_group_size(config: DictConfig) -> None:

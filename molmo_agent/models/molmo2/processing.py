@@ -10,6 +10,8 @@ training this processor does. The two must agree token for token, or the trainer
 rollout's. Text is tokenized around the placeholders and the image blocks are spliced in as ids, which equals
 tokenizing the whole prompt: added tokens always split the text before byte-level pre-tokenization.
 """
+from collections.abc import Sequence
+
 import torch
 from transformers import AutoProcessor, BatchFeature, ProcessorMixin
 # transformers exports a torchvision-gated placeholder at top level; the class itself needs no torchvision.
@@ -129,6 +131,31 @@ class Molmo2Processor(ProcessorMixin):
         input_ids = torch.tensor([ids + [pad] * (length - len(ids)) for ids in sequences], dtype=torch.long)
         attention_mask = torch.tensor([[1] * len(ids) + [0] * (length - len(ids)) for ids in sequences], dtype=torch.long)
         return BatchFeature({"input_ids": input_ids, "attention_mask": attention_mask, **outputs})
+
+    def image_inputs(self, input_ids: Sequence[int], images: list) -> dict[str, torch.Tensor]:
+        """The image tensors of a sequence whose image blocks are already in place (a rollout step's tokens).
+
+        What `__call__` returns besides the token ids, computed from `images` alone, so the ids are never
+        decoded and re-tokenized. Each image's block (`image_token_ids` of its grid) must appear in
+        `input_ids` in image order, and no other block may: a ValueError names the first image that does not.
+        """
+        outputs = dict(self.image_processor(flatten_images(images)))
+        ids, position = list(input_ids), 0
+        grids = outputs["image_grids"].tolist()
+        for index, grid in enumerate(grids):
+            block = self.image_token_ids(grid)
+            try:
+                start = ids.index(block[0], position)
+            except ValueError:
+                raise ValueError(f"the token ids hold fewer image blocks than the {len(grids)} image(s) given: "
+                                 f"none for image {index}") from None
+            if ids[start : start + len(block)] != block:
+                raise ValueError(f"image {index}'s block in the token ids (at {start}) is not the one its "
+                                 f"{grid[2]}x{grid[3]} crop grid gives: not the image the prompt was built from")
+            position = start + len(block)
+        if self.image_token_ids((1, 1, 1, 1))[0] in ids[position:]:
+            raise ValueError(f"the token ids hold more image blocks than the {len(grids)} image(s) given")
+        return outputs
 
     @staticmethod
     def _check_placeholders(prompts: list[str], images: object, flat_images: list) -> None:
