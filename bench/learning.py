@@ -18,7 +18,6 @@ each game's outcome, so games cannot be resampled). Writes OUT_DIR/learning_<gpu
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from molmo_agent.integrations.verl.eval_report import logged_steps, validation_points
+from molmo_agent.models.checkpoint_parts import weights_sha256
 
 SPLITS = ("valid_seen", "valid_unseen")
 ESTIMATORS = ("gigpo", "grpo")
@@ -106,19 +106,6 @@ def parameter_counts(model_dir: Path) -> dict[str, int] | None:
     return {"params": total, "embedding_params": embedding}
 
 
-def checkpoint_sha256(model_dir: Path) -> str | None:
-    """SHA-256 over the checkpoint's safetensors files, in name order; None when there are none."""
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for path in files:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def games(data_dir: Path, seed: int) -> dict[str, Any]:
     """Games per split: the rows of the RL parquet files."""
     import pandas as pd
@@ -155,6 +142,15 @@ def plot(runs: list[dict[str, Any]], sft_level: dict[str, float], path: Path) ->
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def sft_eval(path: Path) -> dict[str, Any] | None:
+    """The recipe's sft-eval stage: the SFT checkpoint's success per split (eval_alfworld.sh's JSON), if run."""
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    return {"temperature": report["temperature"],
+            **{split: report["splits"][split]["success"] for split in SPLITS if split in report["splits"]}}
 
 
 def parse_run(text: str) -> tuple[str, int, Path]:
@@ -201,8 +197,9 @@ def main(argv: list[str] | None = None) -> None:
         "model": {"preset": args.preset, **((parameter_counts(args.model) if args.model else None) or {})},
         "games": games(args.work / "data", args.games_seed),
         "sft": {"source": args.sft_source, "epochs": args.sft_epochs,
-                "checkpoint_sha256": checkpoint_sha256(args.sft_model) if args.sft_model else None,
-                **sft_level, "level": "the mean iteration-0 validation of the runs"},
+                "checkpoint_sha256": weights_sha256(args.sft_model) if args.sft_model else None,
+                **sft_level, "level": "the mean iteration-0 validation of the runs",
+                "eval": sft_eval(args.work / "sft_eval.json")},
         "eval": {"temperature": args.temperature},
         "runs": runs,
         "comparison": comparison(runs),

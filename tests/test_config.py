@@ -275,6 +275,17 @@ def test_good_config_with_existing_wrap_class_passes(model_dir, data_dir):
         "+actor_rollout_ref.actor.fsdp_config.wrap_policy.transformer_layer_cls_to_wrap=[Qwen3DecoderLayer]"))
 
 
+@pytest.mark.parametrize("manager", ["null", "verl.trainer.ppo.v1.agent_loop_tq.AgentLoopManagerTQ"])
+def test_molmo2_with_an_agent_loop_manager_that_cannot_rebuild_its_images_is_refused(molmo2_dir, model_dir, data_dir,
+                                                                                      manager):
+    agent = "actor_rollout_ref.rollout.agent"
+    validate_training_config(compose_config(molmo2_dir, data_dir))  # our config's manager passes
+    with pytest.raises(ValueError, match=f"{agent}.agent_loop_manager_class=.*a Molmo2 model needs"):
+        validate_training_config(compose_config(molmo2_dir, data_dir, f"{agent}.agent_loop_manager_class={manager}"))
+    # A text-only model may keep verl's manager.
+    validate_training_config(compose_config(model_dir, data_dir, f"{agent}.agent_loop_manager_class={manager}"))
+
+
 def test_game_data_without_rows_is_refused(tmp_path, model_dir, data_dir):
     pd.DataFrame({"extra_info": []}).to_parquet(tmp_path / "empty.parquet")
     config = compose_config(model_dir, data_dir, f"data.val_files=[{tmp_path}/empty.parquet]")

@@ -16,6 +16,9 @@
 #   sft-data  one row per walkthrough step (the agent loop's prompt ids) in WORK/data/sft
 #   sft       examples/sft/run_alfworld_sft_molmo2.sh for SFT_EPOCHS; its last huggingface/ folder is linked
 #             as WORK/sft_model
+#   sft-eval  the SFT checkpoint's success on every validation game (eval_alfworld.sh at TEMPERATURE, the RL
+#             runs' episode and prompt settings) -> WORK/sft_eval.json; the RL runs' iteration-0 validations
+#             measure the same level again
 #   rl        for each seed of SEEDS, a GiGPO and a GRPO run from WORK/sft_model (WORK/runs/<estimator>_seed<S>,
 #             console log train.log), validating before the first update and every TEST_FREQ iterations;
 #             a run stopped midway resumes from its last checkpoint (saved every TEST_FREQ)
@@ -34,6 +37,8 @@
 #   TRAIN_BATCH [16] GROUP_SIZE [8] MAX_STEPS [30] HISTORY [2] N_GPUS [1]
 #   MAX_PROMPT [2048] MAX_RESPONSE [512]  token limits of the SFT rows and of the RL runs alike
 #   SFT_ARGS, RL_ARGS  extra Hydra overrides (space-separated) of the SFT and of every RL run
+#   RAY_STOP [1]    `ray stop --force` before each RL run (a run stopped by a time limit leaves Ray behind); 0 when
+#                   other Ray jobs share the node
 #   DRY_RUN=1       the rl stages write each run's checked config to runs/<run>/config.yaml, train nothing
 # Every other run_alfworld.sh variable passes through. Fairness: GiGPO uses mean_std_norm (verl-agent's ALFWorld
 # setting), GRPO verl's std-normalized default; seed S sets both runs' data order (data.seed) and vLLM's sampling
@@ -57,7 +62,7 @@ export DATA_DIR=$WORK/data PYTHON N_GPUS=${N_GPUS:-1} TRAIN_BATCH=${TRAIN_BATCH:
 GAMES=$DATA_DIR/games
 SFT_DIR=$DATA_DIR/sft
 SFT_MODEL=${SFT_MODEL:-$WORK/sft_model}
-STAGES=(model games sft-data sft rl report)
+STAGES=(model games sft-data sft sft-eval rl report)
 
 timed() {  # timed STAGE COMMAND...: run it, add its seconds to WORK/stage_seconds/STAGE
   local start=$SECONDS
@@ -96,6 +101,17 @@ stage_sft() {  # skipped when SFT_MODEL names a checkpoint of its own (e.g. alle
   ln -sfn "$last" "$SFT_MODEL"
 }
 
+stop_ray() {  # a run stopped by a time limit may leave Ray's processes behind (RAY_STOP=0: other runs share the node)
+  [ "${RAY_STOP:-1}" = 0 ] || ray stop --force >/dev/null 2>&1 || true
+}
+
+stage_sft_eval() {
+  [ -f "$WORK/sft_eval.json" ] && return 0
+  stop_ray
+  OUT=$WORK/sft_eval.json TEMPERATURE=$TEMPERATURE bash "$repo/examples/gigpo_trainer/eval_alfworld.sh" "$SFT_MODEL" \
+    data.max_prompt_length="$MAX_PROMPT" data.max_response_length="$MAX_RESPONSE" "${RL_ARGS[@]}"
+}
+
 rl_run() {  # rl_run ESTIMATOR SEED: one run from the SFT checkpoint, skipped when it finished before
   local dir=$WORK/runs/$1_seed$2
   [ -f "$dir/done" ] && return 0
@@ -120,7 +136,7 @@ rl_run() {  # rl_run ESTIMATOR SEED: one run from the SFT checkpoint, skipped wh
     "${launch[@]}" > "$dir/config.yaml"
     return
   fi
-  ray stop --force >/dev/null 2>&1 || true  # a run stopped by a time limit may leave Ray's processes behind
+  stop_ray
   "${launch[@]}" 2>&1 | tee -a "$dir/train.log"
   touch "$dir/done"
 }
@@ -147,7 +163,7 @@ stage_report() {
 run_stage() {
   echo "=== $1 ($(date +%T)) ==="
   case $1 in
-    model | games | sft-data | sft | rl | report) timed "$1" "stage_${1//-/_}" ;;
+    model | games | sft-data | sft | sft-eval | rl | report) timed "$1" "stage_${1//-/_}" ;;
     rl-gigpo | rl-grpo) timed rl stage_rl_estimator "${1#rl-}" ;;
     *) echo "unknown stage $1 (${STAGES[*]} rl-gigpo rl-grpo)" >&2; return 2 ;;
   esac
@@ -170,7 +186,7 @@ case ${1:-} in
     grep -E '^=== |^exit status|step:[0-9]+ - ' "$WORK/recipe.log" | cut -c1-300 | tail -40
     if [ -f "$WORK/recipe.done" ]; then echo "recipe: done"; else echo "recipe: still running"; fi
     if [ -n "${OUT:-}" ]; then  # the logs and results so far, for the device tool to bring back
-      mkdir -p "$OUT" && cp "$WORK"/*.log "$OUT/" 2>/dev/null
+      mkdir -p "$OUT" && cp "$WORK"/*.log "$WORK"/*.json "$OUT/" 2>/dev/null
       for log in "$WORK"/runs/*/train.log; do [ -f "$log" ] && cp "$log" "$OUT/$(basename "$(dirname "$log")").log"; done
       cp "$repo"/bench/results/learning_* "$OUT/" 2>/dev/null
     fi

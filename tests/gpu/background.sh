@@ -2,39 +2,60 @@
 # run_all.sh stages that outlast one remote command (the device tool stops a command after 10 minutes and kills
 # what it leaves running, except a process that started its own session), run in the background on the node.
 #
-#   bash tests/gpu/background.sh start STAGE...    copy this checkout to $HOME/bg, start run_all.sh STAGE... there
-#                                                  under setsid (logs and JSON in $HOME/bg-out), return at once
-#   bash tests/gpu/background.sh wait [SECONDS]    wait until the stages are done or SECONDS (default 560) pass;
-#                                                  print the stage lines and summary so far, copy the logs and
-#                                                  JSON (run_all's and the benches') to $OUT
+#   bash tests/gpu/background.sh start [--lane NAME] STAGE...
+#       copy this checkout to $HOME/bg-NAME and start run_all.sh STAGE... there under setsid (logs and JSON in
+#       $HOME/bg-out-NAME); return at once. NAME defaults to `main`.
+#   bash tests/gpu/background.sh wait [SECONDS]
+#       wait until every started lane is done or SECONDS (default 560) pass; print each lane's stage lines and
+#       summary so far; pack the lanes' logs and JSON (run_all's and the benches') into $OUT/lanes.tar.gz
+#       (NAME/... inside)
 #
+# Lanes run side by side, e.g. one per GPU (`CUDA_VISIBLE_DEVICES=1 background.sh start --lane b sft`) or two
+# small stages on one GPU. A lane named with --lane installs the checkout into its own $HOME/project-NAME and
+# runs with RAY_STOP=0: each run starts its own Ray instance, and none may `ray stop` the others'.
 # `wait` does not source env.sh: reinstalling the checkout under running stages would pull files from under them.
 # The node goes back after 30 s without a command: issue each `wait` right after the last.
 set -uo pipefail
-BG=$HOME/bg
-BG_OUT=$HOME/bg-out
+LANES=$HOME/bg-lanes  # the lanes started on this node, one name per line
 case ${1:-} in
   start)
     shift
-    [ $# -gt 0 ] || { echo "usage: background.sh start STAGE..."; exit 2; }
-    rm -rf "$BG" "$BG_OUT" "$HOME/bg.done" && mkdir -p "$BG" "$BG_OUT"
+    lane=main isolated=0
+    if [ "${1:-}" = --lane ]; then lane=$2 isolated=1; shift 2; fi
+    [ $# -gt 0 ] || { echo "usage: background.sh start [--lane NAME] STAGE..."; exit 2; }
+    bg=$HOME/bg-$lane bg_out=$HOME/bg-out-$lane
+    rm -rf "$bg" "$bg_out" "$bg.done" && mkdir -p "$bg" "$bg_out"
+    grep -qx "$lane" "$LANES" 2>/dev/null || echo "$lane" >> "$LANES"
     # The checkout's files, away from the next command's copy: tracked and untracked-not-ignored ones that exist
     # (the device tool's copy can carry an older index than its files).
-    git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} sh -c '[ -f "$1" ] && cp --parents -t "$0" "$1"' "$BG" {}
-    run='bash tests/gpu/run_all.sh "$@" > "$0/console.log" 2>&1; touch "$HOME/bg.done"'
-    (cd "$BG" && OUT=$BG_OUT setsid nohup bash -c "$run" "$BG_OUT" "$@" > /dev/null 2>&1 &)
-    echo "started: run_all.sh $* (console: $BG_OUT/console.log)"
+    git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} sh -c '[ -f "$1" ] && cp --parents -t "$0" "$1"' "$bg" {}
+    lane_env=()
+    [ $isolated = 1 ] && lane_env=(PROJECT="$HOME/project-$lane" RAY_STOP=0)
+    run='bash tests/gpu/run_all.sh "${@:2}" > "$0/console.log" 2>&1; touch "$1"'  # $0: output folder, $1: done mark
+    (cd "$bg" && env OUT="$bg_out" "${lane_env[@]}" setsid nohup bash -c "$run" "$bg_out" "$bg.done" "$@" \
+      > /dev/null 2>&1 &)
+    echo "started lane $lane: run_all.sh $* (console: $bg_out/console.log${CUDA_VISIBLE_DEVICES:+, GPU $CUDA_VISIBLE_DEVICES})"
     ;;
   wait)
+    [ -f "$LANES" ] || { echo "no lane started"; exit 2; }
+    mapfile -t lanes < "$LANES"
     deadline=$((SECONDS + ${2:-560}))
-    until [ -f "$HOME/bg.done" ] || [ $SECONDS -ge $deadline ]; do sleep 5; done
-    grep -E '^(=== |PASS |FAIL |vLLM .* tok/s|\{"ratio)' "$BG_OUT/console.log" | cut -c1-400
-    if [ -f "$HOME/bg.done" ]; then echo "background stages: done"; else echo "background stages: still running"; fi
-    mkdir -p "${OUT:?}/bench-results"
-    cp "$BG_OUT"/* "$OUT/" 2>/dev/null
-    cp "$BG"/bench/results/*.json "$OUT/bench-results/" 2>/dev/null
-    cp "$HOME"/bench_e2e/train.log "$OUT/bench_e2e_train.log" 2>/dev/null
-    true
+    done_all() { local lane; for lane in "${lanes[@]}"; do [ -f "$HOME/bg-$lane.done" ] || return 1; done; }
+    until done_all || [ $SECONDS -ge $deadline ]; do sleep 5; done
+    collected=$(mktemp -d)
+    for lane in "${lanes[@]}"; do
+      bg=$HOME/bg-$lane bg_out=$HOME/bg-out-$lane
+      echo "--- lane $lane"
+      grep -E '^(=== |PASS |FAIL |vLLM .* tok/s|\{"ratio)' "$bg_out/console.log" | cut -c1-400
+      if [ -f "$bg.done" ]; then echo "lane $lane: done"; else echo "lane $lane: still running"; fi
+      mkdir -p "$collected/$lane/bench-results"
+      cp "$bg_out"/* "$collected/$lane/" 2>/dev/null
+      cp "$bg"/bench/results/*.json "$collected/$lane/bench-results/" 2>/dev/null
+    done
+    cp "$HOME"/bench_e2e/train.log "$collected/bench_e2e_train.log" 2>/dev/null
+    # One file: the device tool brings back at most 8 files from $OUT.
+    tar -czf "${OUT:?}/lanes.tar.gz" -C "$collected" . && rm -rf "$collected"
+    echo "logs and JSON of every lane: \$OUT/lanes.tar.gz ($(du -h "$OUT/lanes.tar.gz" | cut -f1))"
     ;;
-  *) echo "usage: background.sh start STAGE... | wait [SECONDS]"; exit 2 ;;
+  *) echo "usage: background.sh start [--lane NAME] STAGE... | wait [SECONDS]"; exit 2 ;;
 esac

@@ -4,8 +4,14 @@
 #   tiny   every check of check_vllm_molmo2.py on the tiny checkpoint (plugin, tokens, parity, sync, sleep,
 #          bad_input, ray)                                                         ~5 min on a fresh node
 #   e2e    tests/gpu/e2e.sh: two GiGPO iterations through Ray + FSDP + vLLM, then a resumed third
+#   e2e-sokoban  e2e.sh on visual Sokoban (E2E_ENV=sokoban): one image in every step sample, then a negative
+#          control (the trainer's pixels zeroed: the correlation must fall below the threshold)   ~15 min
 #   sft    tests/gpu/sft.sh: the learning recipe's stages in small (tiny model, ~20 SFT steps, evaluation, 2 GiGPO
 #          iterations from the SFT checkpoint); run it before any real run of recipes/alfworld_learning
+#   learn-sft  the learning recipe's first stages at full size (recipes/alfworld_learning/run.sh model games
+#          sft-data sft sft-eval: the small preset, 200/50/50 games, SFT, the SFT checkpoint's success on both
+#          splits), then the SFT checkpoint in 16 MiB bf16 parts (molmo_agent.models.checkpoint_parts) for the
+#          next machine; work in LEARN_WORK ($HOME/alfworld_learning), logs and JSON to $OUT      ~15 min
 #   4b     plugin, tokens and parity on the 4b-shape checkpoint (made here, ~9 GB)  ~4 min
 #   bench  bench/vllm_molmo2.py: decode throughput and weight-sync time, 4b-shape   ~3 min
 #   bench-e2e      bench/e2e.py: 4 GiGPO iterations of 4b-shape (B=8, G=4, 10 steps), steady-state stage times
@@ -33,14 +39,30 @@ bench_inputs() {  # the 4b-shape checkpoint and the 8 training games both 4B ben
   { [ -d "$GAMES" ] || python3 -m molmo_agent.envs.alfworld.generate --out "$GAMES" --train 8 --valid-seen 1 \
       --valid-unseen 1 --seed 0 --workers 4; }
 }
+learn_sft() {  # the recipe's stages up to the SFT checkpoint's evaluation, then its parts
+  local work=${LEARN_WORK:-$HOME/alfworld_learning} status=0
+  # vLLM at 0.4 of the GPU (the config's 0.5 less a share): another lane may use the same GPU
+  WORK=$work RL_ARGS=${RL_ARGS:-actor_rollout_ref.rollout.gpu_memory_utilization=0.4} timeout "${LEARN_SFT_S:-1800}" \
+    bash recipes/alfworld_learning/run.sh model games sft-data sft sft-eval || status=$?
+  cp "$work"/*.log "$work"/*.json "$OUT/" 2>/dev/null
+  grep -H . "$work"/stage_seconds/* > "$OUT/learn_stage_seconds.txt" 2>/dev/null
+  [ $status -eq 0 ] && rm -rf "$work/sft_parts" &&
+    python3 -m molmo_agent.models.checkpoint_parts split "$work/sft_model" "$work/sft_parts" --bf16 &&
+    cp "$work/sft_parts/SHA256SUMS" "$OUT/sft_parts_SHA256SUMS" &&
+    echo "PASS learn-sft: SFT success $(python3 -c "import json, sys; print({s: v['success'] for s, v in \
+json.load(open(sys.argv[1]))['splits'].items()})" "$work/sft_eval.json"), parts in $work/sft_parts"
+}
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(tiny e2e 4b)
 for stage in "${stages[@]}"; do
   echo "=== $stage ($(date +%T)) ==="
   case $stage in  # each stage under its own time limit (seconds), so that one hang cannot eat the others
     tiny)  timeout "${TINY_S:-540}" python3 tests/gpu/check_vllm_molmo2.py --size tiny ;;
-    e2e)   bash tests/gpu/e2e.sh all && echo "PASS e2e: $(tail -1 "$OUT/e2e_check.txt")" ;;
+    e2e)   bash tests/gpu/e2e.sh all && echo "PASS e2e: $(tail -1 "$OUT/e2e_check_alfworld.txt")" ;;
+    e2e-sokoban) E2E_ENV=sokoban bash tests/gpu/e2e.sh all &&
+      echo "PASS e2e-sokoban: $(grep '^negative control ok' "$OUT/e2e_check_sokoban.txt"); $(tail -1 "$OUT/e2e_check_sokoban.txt")" ;;
     sft)   bash tests/gpu/sft.sh all && echo "PASS sft: SFT checkpoint evaluated and trained 2 GiGPO iterations" ;;
+    learn-sft) learn_sft ;;
     4b)    timeout "${FOURB_S:-360}" python3 tests/gpu/check_vllm_molmo2.py --size 4b-shape --checks plugin,tokens,parity ;;
     bench) timeout "${BENCH_S:-480}" python3 bench/vllm_molmo2.py ;;
     bench-e2e) bench_inputs &&
@@ -57,7 +79,7 @@ for stage in "${stages[@]}"; do
     bench-overlap) bench_inputs &&
       timeout "${OVERLAP_S:-600}" python3 bench/rollout_overlap.py --model "$FOURB" \
         --games-root "$GAMES/json_2.1.1/train" ;;
-    *)     echo "unknown stage (tiny, e2e, sft, 4b, bench, bench-e2e, bench-e2e-rows, bench-overlap)"; false ;;
+    *)     echo "unknown stage (tiny, e2e, e2e-sokoban, sft, learn-sft, 4b, bench, bench-e2e, bench-e2e-rows, bench-overlap)"; false ;;
   esac
   status=$?
   [ $status -eq 0 ] || echo "FAIL stage $stage: exit status $status$([ $status -eq 124 ] && echo ' (time limit)')"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The learning recipe's path in small, on one GPU: recipes/alfworld_learning/run.sh's own stages with the tiny
 # Molmo2 on 4 generated training games (2 + 2 validation): SFT rows, ~20 SFT steps through verl's SFT trainer,
-# an evaluation of the SFT checkpoint (examples/gigpo_trainer/eval_alfworld.sh -> JSON), then 2 GiGPO iterations
+# an evaluation of the SFT checkpoint (the recipe's sft-eval: eval_alfworld.sh -> JSON), then 2 GiGPO iterations
 # from it that validate before the first update and after the second. Checks: the SFT checkpoint loads in the RL
 # trainer and vLLM (both runs finish), the evaluation JSON has success for both splits, and the RL log's curve
 # (bench/learning.py) has its iteration-0 and iteration-2 validations and a positive environment-step count.
@@ -32,9 +32,8 @@ if [ "$phase" = sft ] || [ "$phase" = all ]; then
   test -f "$WORK/sft_model/config.json" || { echo "sft FAILED: no checkpoint at $WORK/sft_model"; exit 1; }
 fi
 if [ "$phase" = eval ] || [ "$phase" = all ]; then
-  ray stop --force >/dev/null 2>&1 || true
-  OUT=$OUT/sft_eval.json DATA_DIR=$WORK/data MAX_STEPS=$MAX_STEPS timeout "${SFT_S:-540}" \
-    bash examples/gigpo_trainer/eval_alfworld.sh "$WORK/sft_model" $RL_ARGS data.max_response_length="$MAX_RESPONSE"
+  timeout "${SFT_S:-540}" bash "$recipe" sft-eval
+  cp "$WORK/sft_eval.json" "$WORK/sft_eval.log" "$OUT/"
   "$PYTHON" -c "import json, sys; splits = json.load(open(sys.argv[1]))['splits']; \
 assert {'valid_seen', 'valid_unseen'} <= set(splits), splits; print({s: v['success'] for s, v in splits.items()})" \
     "$OUT/sft_eval.json"

@@ -96,13 +96,16 @@ def make_checkpoint(root: Path, size: str) -> Path:
     return path
 
 
-def resample_weights(checkpoint: Path, out: Path, seed: int, logit_std: float = 4.0) -> Path:
+def resample_weights(checkpoint: Path, out: Path, seed: int, logit_std: float = 4.0,
+                     attention_gain: float = 1.0) -> Path:
     """Copy `checkpoint` to `out` with every tensor redrawn at unit gain, so that a tiny model is a sharp test.
 
     At width 32 the default init (std 0.02) makes the layers, the image features and the logits all but vanish:
     log-probabilities sit at -log(vocab) whatever the attention or image path does, and any two models agree.
     Redrawn: matrices N(0, 1/fan_in) (each layer moves the residual stream by O(1)), embeddings N(0, 1), the
-    LM head so that logits have std `logit_std`, norm weights 1 + N(0, 0.1^2), biases N(0, 0.1^2).
+    LM head so that logits have std `logit_std`, norm weights 1 + N(0, 0.1^2), biases N(0, 0.1^2). The decoder's
+    q/k norm weights are then scaled by `attention_gain`: the attention logits by its square, so that a token
+    attends to a few others rather than averaging the whole prompt (which would wash out an image's tokens).
     """
     from safetensors.torch import load_file, save_file
 
@@ -123,6 +126,8 @@ def resample_weights(checkpoint: Path, out: Path, seed: int, logit_std: float = 
                 value = 0.1 * noise
             else:
                 value = 1 + 0.1 * noise
+            if name.endswith(("self_attn.q_norm.weight", "self_attn.k_norm.weight")):
+                value = value * attention_gain
             tensors[name] = value.to(t.dtype)
         save_file(tensors, shard, metadata={"format": "pt"})
     return out

@@ -1,0 +1,121 @@
+"""Move a checkpoint folder between machines in parts small enough for a file-size limit.
+
+    python -m molmo_agent.models.checkpoint_parts split MODEL_DIR PARTS_DIR [--part-mib 16] [--bf16]
+    python -m molmo_agent.models.checkpoint_parts join PARTS_DIR MODEL_DIR
+
+`split` packs MODEL_DIR (every file; with --bf16 its floating-point safetensors tensors cast to bfloat16 first,
+halving an fp32 checkpoint; config.json is left as it is: loaders cast to the dtype they ask for) into one tar, cut into PARTS_DIR/part000, part001, ... of at most --part-mib MiB, and
+writes PARTS_DIR/SHA256SUMS: each part's digest, the tar's, and `weights` = `weights_sha256` of the packed
+folder (its safetensors files in name order), the number a learning result records (bench/learning.py). `join` checks
+every digest, unpacks into MODEL_DIR (which must not exist) and prints the weights digest again. A missing or
+damaged part is named, and nothing is unpacked.
+"""
+import argparse
+import hashlib
+import io
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+TAR = "checkpoint.tar"
+WEIGHTS = "weights"
+
+
+def sha256(*paths: Path) -> str:
+    """SHA-256 over the files' bytes, one after another."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha256(model_dir: Path) -> str | None:
+    """SHA-256 over a checkpoint's safetensors files, in name order; None when it has none."""
+    files = sorted(model_dir.glob("*.safetensors"))
+    return sha256(*files) if files else None
+
+
+def to_bf16(model_dir: Path, out: Path) -> None:
+    """A copy of `model_dir` whose floating-point safetensors tensors are bfloat16."""
+    shutil.copytree(model_dir, out)
+    for path in out.glob("*.safetensors"):
+        tensors = {name: t.to(torch.bfloat16) if t.is_floating_point() else t for name, t in load_file(path).items()}
+        save_file(tensors, path, metadata={"format": "pt"})
+
+
+def split(model_dir: Path, parts_dir: Path, part_mib: int, bf16: bool) -> None:
+    if not (model_dir / "config.json").is_file():
+        sys.exit(f"{model_dir} holds no config.json: not a checkpoint folder")
+    parts_dir.mkdir(parents=True, exist_ok=False)
+    with tempfile.TemporaryDirectory() as scratch:
+        source = model_dir.resolve()
+        if bf16:
+            source = Path(scratch) / "bf16"
+            to_bf16(model_dir.resolve(), source)
+        tar_path = Path(scratch) / TAR
+        with tarfile.open(tar_path, "w") as tar:
+            tar.add(source, arcname=".")
+        sums = {}
+        with tar_path.open("rb") as handle:
+            for index, block in enumerate(iter(lambda: handle.read(part_mib << 20), b"")):
+                part = parts_dir / f"part{index:03d}"
+                part.write_bytes(block)
+                sums[part.name] = sha256(part)
+        sums[TAR] = sha256(tar_path)
+        sums[WEIGHTS] = weights_sha256(source)
+    (parts_dir / "SHA256SUMS").write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))
+    print(f"{len(sums) - 2} parts of at most {part_mib} MiB in {parts_dir}; weights sha256 {sums[WEIGHTS]}")
+
+
+def join(parts_dir: Path, model_dir: Path) -> None:
+    sums_file = parts_dir / "SHA256SUMS"
+    if not sums_file.is_file():
+        sys.exit(f"{sums_file} is missing")
+    sums = {}
+    for line in sums_file.read_text().splitlines():
+        digest, name = line.split()
+        sums[name] = digest
+    parts = sorted(name for name in sums if name.startswith("part"))
+    bad = [name for name in parts if not (parts_dir / name).is_file() or sha256(parts_dir / name) != sums[name]]
+    if bad:
+        sys.exit(f"missing or damaged parts in {parts_dir}: {', '.join(bad)}")
+    if model_dir.exists():
+        sys.exit(f"{model_dir} exists: join unpacks into a new folder")
+    data = io.BytesIO(b"".join((parts_dir / name).read_bytes() for name in parts))
+    if hashlib.sha256(data.getvalue()).hexdigest() != sums[TAR]:
+        sys.exit(f"the joined parts do not give {TAR}'s digest: a part is from another split")
+    with tarfile.open(fileobj=data) as tar:
+        tar.extractall(model_dir, filter="data")
+    got = weights_sha256(model_dir)
+    if got != sums[WEIGHTS]:
+        sys.exit(f"{model_dir}: weights sha256 {got}, expected {sums[WEIGHTS]}")
+    print(f"{model_dir}: weights sha256 {got}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    split_parser = commands.add_parser("split")
+    split_parser.add_argument("model_dir", type=Path)
+    split_parser.add_argument("parts_dir", type=Path)
+    split_parser.add_argument("--part-mib", type=int, default=16)
+    split_parser.add_argument("--bf16", action="store_true")
+    join_parser = commands.add_parser("join")
+    join_parser.add_argument("parts_dir", type=Path)
+    join_parser.add_argument("model_dir", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "split":
+        split(args.model_dir, args.parts_dir, args.part_mib, args.bf16)
+    else:
+        join(args.parts_dir, args.model_dir)
+
+
+if __name__ == "__main__":
+    main()
