@@ -144,6 +144,15 @@ def plot(runs: list[dict[str, Any]], sft_level: dict[str, float], path: Path) ->
     plt.close(figure)
 
 
+def sft_selection(path: Path) -> dict[str, Any]:
+    """The SFT length the recipe fixed by validation loss (sft_select.py's record): epochs and that loss."""
+    if not path.is_file():
+        return {"epochs": None}
+    selection = json.loads(path.read_text())
+    return {"epochs": selection["epoch"], "valid_seen_loss": selection["val_loss"],
+            "valid_seen_loss_by_step": selection["val_losses"]}
+
+
 def sft_eval(path: Path) -> dict[str, Any] | None:
     """The recipe's sft-eval stage: the SFT checkpoint's success per split (eval_alfworld.sh's JSON), if run."""
     if not path.is_file():
@@ -171,7 +180,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, help="the checkpoint SFT started from")
     parser.add_argument("--sft-model", type=Path, help="the SFT checkpoint the runs started from")
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--sft-epochs", type=float)
     parser.add_argument("--sft-source", default="walkthroughs")
     parser.add_argument("--temperature", type=float, required=True)
     parser.add_argument("--games-seed", type=int, default=0)
@@ -196,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         else {},
         "model": {"preset": args.preset, **((parameter_counts(args.model) if args.model else None) or {})},
         "games": games(args.work / "data", args.games_seed),
-        "sft": {"source": args.sft_source, "epochs": args.sft_epochs,
+        "sft": {"source": args.sft_source, **sft_selection(args.work / "sft_selection.json"),
                 "checkpoint_sha256": weights_sha256(args.sft_model) if args.sft_model else None,
                 **sft_level, "level": "the mean iteration-0 validation of the runs",
                 "eval": sft_eval(args.work / "sft_eval.json")},

@@ -8,6 +8,7 @@ ours gives exactly the processor's tensors for the prompt the step was built fro
 import asyncio
 
 import pytest
+import ray
 import torch
 from transformers import AutoProcessor
 
@@ -119,3 +120,18 @@ def test_images_that_do_not_match_the_ids_are_named(sokoban_outputs, molmo2_proc
         molmo2_processor.image_inputs(ids, [image, image])
     with pytest.raises(ValueError, match="image 0's block .* is not the one its"):
         molmo2_processor.image_inputs(ids, [random_image(300, 900)])  # another crop grid
+
+
+def test_the_worker_starts_as_a_ray_actor():
+    """Ray ships the actor class to its worker process; verl's __init__ chain must run there. With an inherited
+    __init__ it failed first ("super(type, obj): obj must be an instance or subtype of type"); given no config,
+    the chain now reaches verl's AgentLoopWorker.__init__, which reads the config."""
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        actor = ray.remote(Molmo2AgentLoopWorker).remote(None, None, None, None)
+        with pytest.raises(ray.exceptions.ActorDiedError) as died:
+            ray.get(actor.__ray_ready__.remote(), timeout=120)
+        assert "super(type, obj)" not in str(died.value)
+        assert "'NoneType' object has no attribute" in str(died.value)
+    finally:
+        ray.shutdown()

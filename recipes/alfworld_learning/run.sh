@@ -14,8 +14,9 @@
 #   games     GAMES_TRAIN / GAMES_VALID_SEEN / GAMES_VALID_UNSEEN generated games (GAMES_SEED) in WORK/data/games
 #             and the RL parquet files in WORK/data
 #   sft-data  one row per walkthrough step (the agent loop's prompt ids) in WORK/data/sft
-#   sft       examples/sft/run_alfworld_sft_molmo2.sh for SFT_EPOCHS; its last huggingface/ folder is linked
-#             as WORK/sft_model
+#   sft       examples/sft/run_alfworld_sft_molmo2.sh for at most SFT_EPOCHS, saving each epoch; the epoch with
+#             the lowest validation loss on valid_seen rows is linked as WORK/sft_model (sft_select.py,
+#             WORK/sft_selection.json): the SFT length is fixed before any RL run
 #   sft-eval  the SFT checkpoint's success on every validation game (eval_alfworld.sh at TEMPERATURE, the RL
 #             runs' episode and prompt settings) -> WORK/sft_eval.json; the RL runs' iteration-0 validations
 #             measure the same level again
@@ -28,7 +29,7 @@
 # Variables (defaults in brackets):
 #   WORK [$HOME/alfworld_learning]   PRESET [small]   GPU [h200] (names the result files)
 #   GAMES_TRAIN [200] GAMES_VALID_SEEN [50] GAMES_VALID_UNSEEN [50] GAMES_SEED [0]
-#   SFT_EPOCHS [3] SFT_LR [5e-4]: fix them by the SFT run's validation loss on valid_seen rows, before any RL run
+#   SFT_EPOCHS [20] SFT_LR [5e-4]: the most epochs (the best by validation loss is kept), the SFT learning rate
 #   SEEDS ["0 1"] ITERATIONS [60] TEST_FREQ [10]
 #   LR [1e-5]       the RL learning rate of both estimators, fixed before the comparison
 #   PENALTY [0.1]   the invalid-action penalty of both: GiGPO's algorithm.gigpo.invalid_action_penalty_coef and
@@ -54,7 +55,7 @@ TEST_FREQ=${TEST_FREQ:-10}
 LR=${LR:-1e-5}
 PENALTY=${PENALTY:-0.1}
 TEMPERATURE=${TEMPERATURE:-0.4}
-SFT_EPOCHS=${SFT_EPOCHS:-3}
+SFT_EPOCHS=${SFT_EPOCHS:-20}
 SFT_LR=${SFT_LR:-5e-4}
 PYTHON=${PYTHON:-python3}
 export DATA_DIR=$WORK/data PYTHON N_GPUS=${N_GPUS:-1} TRAIN_BATCH=${TRAIN_BATCH:-16} GROUP_SIZE=${GROUP_SIZE:-8} \
@@ -94,11 +95,15 @@ stage_sft_data() {
 
 stage_sft() {  # skipped when SFT_MODEL names a checkpoint of its own (e.g. allenai/Molmo2-4B without SFT)
   [ "$SFT_MODEL" != "$WORK/sft_model" ] || [ -f "$SFT_MODEL/config.json" ] && return 0
+  # Each epoch's model is saved (the HF model only: these runs are short and never resumed), and the one with
+  # the lowest validation loss becomes the SFT checkpoint (WORK/sft_selection.json says which).
   MODEL_PATH=$(base_model) SFT_DIR=$SFT_DIR EPOCHS=$SFT_EPOCHS LR=$SFT_LR OUT=$WORK/sft \
-    bash "$repo/examples/sft/run_alfworld_sft_molmo2.sh" "${SFT_ARGS[@]}" 2>&1 | tee -a "$WORK/sft.log"
-  local last
-  last=$(ls -d "$WORK"/sft/global_step_*/huggingface | sort -V | tail -1)
-  ln -sfn "$last" "$SFT_MODEL"
+    bash "$repo/examples/sft/run_alfworld_sft_molmo2.sh" trainer.save_freq=after_each_epoch \
+    "checkpoint.save_contents=[hf_model]" "${SFT_ARGS[@]}" 2>&1 | tee -a "$WORK/sft.log"
+  local best
+  best=$("$PYTHON" -m molmo_agent.integrations.verl.sft_select "$WORK/sft.log" "$WORK/sft" \
+    --out "$WORK/sft_selection.json")
+  ln -sfn "$best" "$SFT_MODEL"
 }
 
 stop_ray() {  # a run stopped by a time limit may leave Ray's processes behind (RAY_STOP=0: other runs share the node)
@@ -154,7 +159,7 @@ stage_report() {
     for seed in $SEEDS; do runs+=("$estimator:$seed:$WORK/runs/${estimator}_seed$seed/train.log"); done
   done
   "$PYTHON" "$repo/bench/learning.py" --gpu "$GPU" --work "$WORK" --preset "$PRESET" \
-    --model "$(base_model)" --sft-model "$SFT_MODEL" --sft-epochs "$SFT_EPOCHS" --temperature "$TEMPERATURE" \
+    --model "$(base_model)" --sft-model "$SFT_MODEL" --temperature "$TEMPERATURE" \
     --train-batch "$TRAIN_BATCH" --group-size "$GROUP_SIZE" --games-seed "${GAMES_SEED:-0}" \
     --command "recipes/alfworld_learning/run.sh (SEEDS='$SEEDS' ITERATIONS=$ITERATIONS LR=$LR PENALTY=$PENALTY)" \
     --out-dir "$repo/bench/results" "${runs[@]}"

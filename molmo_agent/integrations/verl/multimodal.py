@@ -22,8 +22,16 @@ from molmo_agent.models.molmo2.processing import Molmo2Processor
 ZERO_PIXELS_ENV = "MOLMO_AGENT_ZERO_TRAINER_PIXELS"
 
 
-class Molmo2AgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):  # the class verl's Ray actor wraps
+_VerlWorker = AgentLoopWorkerTQ.__ray_actor_class__  # the plain class under verl's Ray actor
+
+
+class Molmo2AgentLoopWorker(_VerlWorker):
     """verl's TransferQueue agent-loop worker, with Molmo2's image inputs taken from the rollout's images."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        # Called by name, not inherited: verl's class is reachable only through its actor wrapper, so Ray ships a
+        # copy of it inside this class to the worker, where its inherited __init__'s zero-argument super() fails.
+        _VerlWorker.__init__(self, *args, **kwargs)
 
     def _compute_multi_modal_inputs(self, output: Any, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         if not isinstance(self.processor, Molmo2Processor):
