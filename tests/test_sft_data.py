@@ -82,6 +82,30 @@ def test_rows_are_the_prompts_the_agent_loop_sends(molmo2_dir, history_length, p
         assert max(lengths) == prompt_length  # the limit was reached: the truncation path is covered
 
 
+@pytest.mark.slow
+def test_expert_rows_search_as_a_player_and_are_the_loops_prompts(molmo2_dir):
+    """alfworld's hand-coded expert as the source: its rows, answered back to the agent loop, are the prompts the
+    loop sends and win every train game; it takes an object only once an observation has shown it."""
+    config = config_of(molmo2_dir, *SETTINGS[0][:2])
+    model_config = omega_conf_to_dataclass(config.actor_rollout_ref.model)
+    rows_of = StepRows(config, "expert")
+    lengths = {}
+    for game in load_games(str(GAMES_ROOT), "train"):
+        rows = rows_of(game)
+        assert {row["source"] for row in rows} == {"expert"}
+        outputs, server = play_loop(config, model_config, rows[0]["game"], [row["response_ids"] for row in rows])
+        assert server.prompts == [row["prompt_ids"] for row in rows]
+        assert outputs[-1].extra_fields[steps.WON]
+        seen = ""
+        for row in rows:
+            seen += rows_of.tokenizer.decode(row["prompt_ids"])
+            if row["action"].startswith("take "):
+                assert row["action"].split(" from ")[0].removeprefix("take ") in seen
+        lengths[game.path] = (len(rows), len(walkthrough(game.path)))
+    assert all(expert >= planner for expert, planner in lengths.values())
+    assert any(expert > planner for expert, planner in lengths.values())  # it searched where the planner knew
+
+
 def test_row_response_is_the_answer_and_eos(molmo2_dir):
     rows_of = StepRows(config_of(molmo2_dir, *SETTINGS[0][:2]))
     row = rows_of(load_games(str(GAMES_ROOT), "train")[1])[0]  # pick_and_place_simple-Laptop
@@ -106,7 +130,9 @@ def test_command_writes_one_row_per_step_per_split(molmo2_dir, tmp_path, capsys)
         games = load_games(str(GAMES_ROOT), split)
         assert len(table) == sum(len(walkthrough(game.path)) for game in games)
         assert set(table["split"]) == {split} and set(table["task_type"]) == {game.task_type for game in games}
-        assert list(table.columns) == ["game", "split", "task_type", "step", "action", "prompt_ids", "response_ids"]
+        assert list(table.columns) == ["game", "split", "task_type", "step", "action", "source", "prompt_ids",
+                                       "response_ids"]
+        assert set(table["source"]) == {"walkthrough"}
         assert f"{split}.parquet: 6 games, {len(table)} rows" in printed
 
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# SFT of Molmo2 on ALFWorld walkthroughs with verl's own SFT trainer (verl.trainer.sft_trainer), on one node.
+# SFT of Molmo2 on ALFWorld demonstrations with verl's own SFT trainer (verl.trainer.sft_trainer), on one node.
 #
 #   MODEL_PATH=... bash examples/sft/run_alfworld_sft_molmo2.sh [hydra overrides...]
 #
 # The rows (one per agent step: the agent loop's prompt token ids, the demonstrated answer) are written from the
-# game tree's walkthroughs by `python -m molmo_agent.integrations.verl.sft_data` unless SFT_DIR holds them; the
+# game tree's demonstrations by `python -m molmo_agent.integrations.verl.sft_data` unless SFT_DIR holds them; the
 # config is molmo_agent/config/alfworld_sft.yaml (verl's sft_trainer_engine.yaml and our dataset class). The model
-# for the RL run is the last checkpoint's huggingface/ folder: OUT/global_step_<N>/huggingface (weights, config,
+# for the RL run is a checkpoint's huggingface/ folder: OUT/global_step_<N>/huggingface (weights, config,
 # tokenizer and processor files).
 #
 # Variables (defaults in brackets):
@@ -17,6 +17,8 @@
 #   GAMES         [$DATA_DIR/games] the game tree whose walkthroughs are demonstrated (run_alfworld.sh generates
 #                 it there; or `python -m molmo_agent.envs.alfworld.generate --out DIR ...`)
 #   SFT_DIR       [$DATA_DIR/sft] train/valid_seen/valid_unseen.parquet; written from GAMES when absent
+#   SOURCE        [expert] the demonstrations the rows are written from: `expert` (alfworld's hand-coded expert,
+#                 which searches receptacles as a player must) or `walkthrough` (the planner's stored commands)
 #   HISTORY [2], MAX_PROMPT [2048], MAX_RESPONSE [512]: the RL run's env.history_length, data.max_prompt_length
 #                 and data.max_response_length; the rows are built with them, so SFT trains on the RL prompts
 #   N_GPUS [1], EPOCHS [10], BATCH [64] (sequences per step, all GPUs), LR [5e-4]
@@ -68,6 +70,7 @@ if [ ! -f "$SFT_DIR/train.parquet" ] || [ ! -f "$SFT_DIR/valid_seen.parquet" ]; 
     exit 1
   fi
   "$PYTHON" -m molmo_agent.integrations.verl.sft_data --games "$GAMES" --model "$MODEL_PATH" --out "$SFT_DIR" \
+    --source "${SOURCE:-expert}" \
     env.history_length="$HISTORY" data.max_prompt_length="$MAX_PROMPT" data.max_response_length="$MAX_RESPONSE" >&2
 fi
 

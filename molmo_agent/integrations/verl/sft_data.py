@@ -1,10 +1,12 @@
 """ALFWorld walkthroughs -> SFT rows: one parquet row per agent step, with the agent loop's prompt token ids.
 
     python -m molmo_agent.integrations.verl.sft_data --games ROOT --model DIR --out DIR [--split train ...]
-        [--workers N] [OVERRIDES ...]
+        [--source walkthrough|expert] [--workers N] [OVERRIDES ...]
 
-Each game's stored walkthrough (the planner's winning commands) is played in the environment
-(`envs.demonstrations`); every step becomes one row:
+Each game's demonstration is played in the environment (`envs.demonstrations`): `walkthrough` (default), the
+planner's winning commands stored in the game file, which go straight to objects the player has not seen yet;
+or `expert`, alfworld's hand-coded expert (`envs.alfworld.expert`), which searches receptacles as a player must.
+Every step becomes one row:
 
     prompt_ids    the prompt the agent loop sends for that state: the environment's prompt builder with the last
                   `env.history_length` steps, one user message through verl's Continuous Token builder made as
@@ -12,13 +14,13 @@ Each game's stored walkthrough (the planner's winning commands) is played in the
                   oldest history dropped first to fit `data.max_prompt_length` (`agent_loop.step_prompt_ids`)
     response_ids  `<think>My task is to {task}. I will {action}.</think><action>{action}</action>` tokenized, then
                   EOS: what the model should answer (`envs.demonstrations.THOUGHT_TEMPLATE`)
-    game, split, task_type, step, action
+    game, split, task_type, step, action, source
 
 OUT/<split>.parquet is written for each split asked for (default: train, valid_seen and valid_unseen: the
 validation rows give SFT its validation loss). OVERRIDES are Hydra overrides of the RL config
 (molmo_agent/config/alfworld_gigpo.yaml) such as `env.history_length=2 data.max_prompt_length=2048`: give the RL
-run's values, so the rows show exactly the prompts its policy will see. A walkthrough that does not win, or that
-`env.max_steps` cuts short, stops the command naming its game. The last line per split counts games, rows and
+run's values, so the rows show exactly the prompts its policy will see. A demonstration that does not win, or
+that `env.max_steps` cuts short, stops the command naming its game. The last line per split counts games, rows and
 prompt lengths.
 """
 import argparse
@@ -37,6 +39,7 @@ from transformers import PreTrainedTokenizerBase
 from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
 
+from molmo_agent.envs.alfworld.expert import expert_actions
 from molmo_agent.envs.alfworld.games import SPLITS, Game, load_games, read_walkthrough
 from molmo_agent.envs.base import observation_text
 from molmo_agent.envs.demonstrations import demonstration_steps
@@ -58,11 +61,17 @@ def rl_config(model: str, overrides: list[str]) -> DictConfig:
     return config
 
 
-class StepRows:
-    """Builds the rows of one game under `config`, with the tokenizer and token builder the agent loop gets."""
+SOURCES = ("walkthrough", "expert")
 
-    def __init__(self, config: DictConfig):
-        self.config = config
+
+class StepRows:
+    """Builds the rows of one game under `config` from `source`'s demonstration, with the tokenizer and token
+    builder the agent loop gets."""
+
+    def __init__(self, config: DictConfig, source: str = "walkthrough"):
+        if source not in SOURCES:
+            raise ValueError(f"unknown demonstration source {source!r}: accepted are {list(SOURCES)}")
+        self.config, self.source = config, source
         # As verl's AgentLoopWorker builds them: the model config's tokenizer and processor, the builder of the
         # checkpoint's model type with the data config's chat-template and processor arguments.
         model_config = omega_conf_to_dataclass(config.actor_rollout_ref.model)
@@ -79,17 +88,23 @@ class StepRows:
         """The answer's tokens and EOS, as the model generates them."""
         return self.tokenizer.encode(response, add_special_tokens=False) + [self.tokenizer.eos_token_id]
 
+    def actions(self, game: Game) -> list[str]:
+        """The demonstration's actions for `game`."""
+        if self.source == "expert":
+            return expert_actions(os.path.abspath(game.path), self.config.env.max_steps)
+        return read_walkthrough(game.path)
+
     def __call__(self, game: Game) -> list[dict[str, Any]]:
         env = self.config.env
         prompt_length = self.config.actor_rollout_ref.rollout.prompt_length
         steps = demonstration_steps(ENV_NAME, env.max_steps, env_knobs(env), {"game": os.path.abspath(game.path)},
-                                    read_walkthrough(game.path), source=f"the walkthrough of {game.path}")
+                                    self.actions(game), source=f"the {self.source} of {game.path}")
         rows = []
         for step in steps:
             prompt_ids, _ = step_prompt_ids(self.spec, self.build_tokens, observation_text(step.observation), None,
                                             step.info, step.history, env.history_length, prompt_length)
             rows.append({"game": os.path.abspath(game.path), "split": game.split, "task_type": game.task_type,
-                         "step": step.step, "action": step.action, "prompt_ids": prompt_ids,
+                         "step": step.step, "action": step.action, "source": self.source, "prompt_ids": prompt_ids,
                          "response_ids": self.response_ids(step.response)})
         return rows
 
@@ -97,21 +112,22 @@ class StepRows:
 _process_rows: StepRows | None = None  # one per worker process: its tokenizer loads once
 
 
-def _start_worker(config: DictConfig) -> None:
+def _start_worker(config: DictConfig, source: str) -> None:
     global _process_rows
-    _process_rows = StepRows(config)
+    _process_rows = StepRows(config, source)
 
 
 def _rows_in_worker(game: Game) -> list[dict[str, Any]]:
     return _process_rows(game)
 
 
-def step_rows(games: list[Game], config: DictConfig, workers: int) -> list[dict[str, Any]]:
-    """Every step row of `games`, in their order, built on `workers` processes (1: in this one)."""
+def step_rows(games: list[Game], config: DictConfig, workers: int, source: str = "walkthrough") -> list[dict[str, Any]]:
+    """Every step row of `games` from `source`'s demonstrations, in their order, built on `workers` processes
+    (1: in this one)."""
     if workers == 1:
-        rows_of = StepRows(config)
+        rows_of = StepRows(config, source)
         return [row for game in games for row in rows_of(game)]
-    with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(config,)) as pool:
+    with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(config, source)) as pool:
         return [row for rows in pool.map(_rows_in_worker, games) for row in rows]
 
 
@@ -141,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="the checkpoint SFT trains (its tokenizer and processor)")
     parser.add_argument("--out", required=True, help="folder for <split>.parquet")
     parser.add_argument("--split", action="append", choices=SPLITS, help="a split to write (repeatable; default all)")
+    parser.add_argument("--source", choices=SOURCES, default="walkthrough",
+                        help="the demonstrations: the planner's walkthroughs, or alfworld's hand-coded expert")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes playing games")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the RL config, e.g. env.history_length=2")
     args = parser.parse_args(argv)
@@ -159,8 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     if empty:
         raise SystemExit(f"--games {args.games}: no playable game in {', '.join(empty)}")
     try:
-        rows = step_rows(games, config, min(args.workers, len(games)))
-    except ValueError as error:  # a walkthrough that does not replay
+        rows = step_rows(games, config, min(args.workers, len(games)), args.source)
+    except ValueError as error:  # a demonstration that does not replay
         raise SystemExit(str(error)) from None
     os.makedirs(args.out, exist_ok=True)
     for split in splits:
