@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, help="the checkpoint SFT started from")
     parser.add_argument("--sft-model", type=Path, help="the SFT checkpoint the runs started from")
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--sft-source", choices=("walkthrough", "expert"), default="expert",
+    parser.add_argument("--sft-source", choices=("walkthrough", "expert", "mixed"), default="mixed",
                         help="the demonstrations SFT learned from (the recipe's SFT_SOURCE)")
     parser.add_argument("--temperature", type=float, required=True)
     parser.add_argument("--games-seed", type=int, default=0)

@@ -106,6 +106,32 @@ def test_expert_rows_search_as_a_player_and_are_the_loops_prompts(molmo2_dir):
     assert any(expert > planner for expert, planner in lengths.values())  # it searched where the planner knew
 
 
+def test_games_the_expert_does_not_win_are_left_out_and_counted(molmo2_dir, tmp_path, capsys, monkeypatch):
+    from molmo_agent.integrations.verl import sft_data
+
+    games = load_games(str(GAMES_ROOT), "valid_seen")
+
+    def expert(path, max_steps):  # the expert wins every game but the first
+        if path.endswith(games[0].path.split("json_2.1.1")[-1]):
+            raise ValueError(f"game file {path}: alfworld's hand-coded expert has not won after {max_steps} actions")
+        return walkthrough(path)
+    monkeypatch.setattr(sft_data, "expert_actions", expert)
+    main(["--games", str(GAMES_ROOT), "--model", str(molmo2_dir), "--out", str(tmp_path), "--workers", "1",
+          "--split", "valid_seen", "--source", "expert"])
+    table = pd.read_parquet(tmp_path / "valid_seen.parquet")
+    assert len(set(table["game"])) == len(games) - 1 and set(table["source"]) == {"expert"}
+    printed = capsys.readouterr().out
+    assert f"valid_seen.parquet: {len(games) - 1} games, {len(table)} rows" in printed
+    assert "; 1 games left out: the expert did not win them within env.max_steps" in printed
+    # `mixed` plays that game's walkthrough instead.
+    main(["--games", str(GAMES_ROOT), "--model", str(molmo2_dir), "--out", str(tmp_path / "mixed"), "--workers", "1",
+          "--split", "valid_seen", "--source", "mixed"])
+    mixed = pd.read_parquet(tmp_path / "mixed" / "valid_seen.parquet")
+    assert len(set(mixed["game"])) == len(games)
+    assert set(mixed[mixed["game"].str.endswith(games[0].path.split("json_2.1.1")[-1])]["source"]) == {"walkthrough"}
+    assert set(mixed["source"]) == {"walkthrough", "expert"}
+
+
 def test_row_response_is_the_answer_and_eos(molmo2_dir):
     rows_of = StepRows(config_of(molmo2_dir, *SETTINGS[0][:2]))
     row = rows_of(load_games(str(GAMES_ROOT), "train")[1])[0]  # pick_and_place_simple-Laptop

@@ -1,11 +1,13 @@
 """ALFWorld walkthroughs -> SFT rows: one parquet row per agent step, with the agent loop's prompt token ids.
 
     python -m molmo_agent.integrations.verl.sft_data --games ROOT --model DIR --out DIR [--split train ...]
-        [--source walkthrough|expert] [--workers N] [OVERRIDES ...]
+        [--source walkthrough|expert|mixed] [--workers N] [OVERRIDES ...]
 
 Each game's demonstration is played in the environment (`envs.demonstrations`): `walkthrough` (default), the
 planner's winning commands stored in the game file, which go straight to objects the player has not seen yet;
-or `expert`, alfworld's hand-coded expert (`envs.alfworld.expert`), which searches receptacles as a player must.
+`expert`, alfworld's hand-coded expert (`envs.alfworld.expert`), which searches receptacles as a player must (a
+game it does not win within `env.max_steps` is left out, and counted in the command's last lines); or `mixed`,
+the expert's where it wins in time and the walkthrough elsewhere (each row's `source` says which).
 Every step becomes one row:
 
     prompt_ids    the prompt the agent loop sends for that state: the environment's prompt builder with the last
@@ -61,7 +63,7 @@ def rl_config(model: str, overrides: list[str]) -> DictConfig:
     return config
 
 
-SOURCES = ("walkthrough", "expert")
+SOURCES = ("walkthrough", "expert", "mixed")
 
 
 class StepRows:
@@ -88,23 +90,36 @@ class StepRows:
         """The answer's tokens and EOS, as the model generates them."""
         return self.tokenizer.encode(response, add_special_tokens=False) + [self.tokenizer.eos_token_id]
 
-    def actions(self, game: Game) -> list[str]:
-        """The demonstration's actions for `game`."""
-        if self.source == "expert":
-            return expert_actions(os.path.abspath(game.path), self.config.env.max_steps)
-        return read_walkthrough(game.path)
+    def actions(self, game: Game) -> tuple[str, list[str]]:
+        """(source, actions) of `game`'s demonstration: `mixed` takes the expert's where it wins in time."""
+        if self.source == "walkthrough":
+            return "walkthrough", read_walkthrough(game.path)
+        try:
+            return "expert", expert_actions(os.path.abspath(game.path), self.config.env.max_steps)
+        except ValueError:
+            if self.source == "expert":
+                raise
+            return "walkthrough", read_walkthrough(game.path)
 
     def __call__(self, game: Game) -> list[dict[str, Any]]:
+        """The game's rows; none when the expert does not win it within env.max_steps (the command counts those
+        games; a walkthrough that does not replay is an error in the game)."""
         env = self.config.env
         prompt_length = self.config.actor_rollout_ref.rollout.prompt_length
+        try:
+            source, actions = self.actions(game)
+        except ValueError:
+            if self.source != "expert":
+                raise
+            return []
         steps = demonstration_steps(ENV_NAME, env.max_steps, env_knobs(env), {"game": os.path.abspath(game.path)},
-                                    self.actions(game), source=f"the {self.source} of {game.path}")
+                                    actions, source=f"the {source} of {game.path}")
         rows = []
         for step in steps:
             prompt_ids, _ = step_prompt_ids(self.spec, self.build_tokens, observation_text(step.observation), None,
                                             step.info, step.history, env.history_length, prompt_length)
             rows.append({"game": os.path.abspath(game.path), "split": game.split, "task_type": game.task_type,
-                         "step": step.step, "action": step.action, "source": self.source, "prompt_ids": prompt_ids,
+                         "step": step.step, "action": step.action, "source": source, "prompt_ids": prompt_ids,
                          "response_ids": self.response_ids(step.response)})
         return rows
 
@@ -158,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="folder for <split>.parquet")
     parser.add_argument("--split", action="append", choices=SPLITS, help="a split to write (repeatable; default all)")
     parser.add_argument("--source", choices=SOURCES, default="walkthrough",
-                        help="the demonstrations: the planner's walkthroughs, or alfworld's hand-coded expert")
+                        help="the demonstrations: the planner's walkthroughs, alfworld's hand-coded expert, or the "
+                             "expert's where it wins within env.max_steps and the walkthroughs elsewhere")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes playing games")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the RL config, e.g. env.history_length=2")
     args = parser.parse_args(argv)
@@ -183,9 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     os.makedirs(args.out, exist_ok=True)
     for split in splits:
         split_rows = [row for row in rows if row["split"] == split]
+        if not split_rows:
+            raise SystemExit(f"--games {args.games}: no {split} game gave a demonstration ({args.source})")
         path = os.path.join(args.out, f"{split}.parquet")
         write_parquet(split_rows, path)
-        print(f"{path}: {summary(split_rows)}", flush=True)
+        unplayed = sum(game.split == split for game in games) - len({row["game"] for row in split_rows})
+        skipped = f"; {unplayed} games left out: the expert did not win them within env.max_steps" if unplayed else ""
+        print(f"{path}: {summary(split_rows)}{skipped}", flush=True)
 
 if __name__ == "__main__":
     main()
