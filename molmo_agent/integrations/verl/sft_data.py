@@ -1,4 +1,4 @@
-"""ALFWorld walkthroughs -> SFT rows: one parquet row per agent step, with the agent loop's prompt token ids.
+"""ALFWorld demonstrations -> SFT rows: one parquet row per agent step, with the agent loop's prompt token ids.
 
     python -m molmo_agent.integrations.verl.sft_data --games ROOT --model DIR --out DIR [--split train ...]
         [--source walkthrough|expert|mixed] [--workers N] [OVERRIDES ...]
@@ -90,28 +90,25 @@ class StepRows:
         """The answer's tokens and EOS, as the model generates them."""
         return self.tokenizer.encode(response, add_special_tokens=False) + [self.tokenizer.eos_token_id]
 
-    def actions(self, game: Game) -> tuple[str, list[str]]:
-        """(source, actions) of `game`'s demonstration: `mixed` takes the expert's where it wins in time."""
+    def actions(self, game: Game) -> tuple[str, list[str]] | None:
+        """(source, actions) of `game`'s demonstration; None when `expert`'s expert does not win it within
+        env.max_steps (`mixed` then takes the walkthrough)."""
         if self.source == "walkthrough":
             return "walkthrough", read_walkthrough(game.path)
         try:
             return "expert", expert_actions(os.path.abspath(game.path), self.config.env.max_steps)
         except ValueError:
-            if self.source == "expert":
-                raise
-            return "walkthrough", read_walkthrough(game.path)
+            return None if self.source == "expert" else ("walkthrough", read_walkthrough(game.path))
 
     def __call__(self, game: Game) -> list[dict[str, Any]]:
-        """The game's rows; none when the expert does not win it within env.max_steps (the command counts those
-        games; a walkthrough that does not replay is an error in the game)."""
+        """The game's rows; none when it has no demonstration (the command counts those games). A walkthrough
+        that does not replay is an error in the game."""
         env = self.config.env
         prompt_length = self.config.actor_rollout_ref.rollout.prompt_length
-        try:
-            source, actions = self.actions(game)
-        except ValueError:
-            if self.source != "expert":
-                raise
+        demonstration = self.actions(game)
+        if demonstration is None:
             return []
+        source, actions = demonstration
         steps = demonstration_steps(ENV_NAME, env.max_steps, env_knobs(env), {"game": os.path.abspath(game.path)},
                                     actions, source=f"the {source} of {game.path}")
         rows = []
