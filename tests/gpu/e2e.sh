@@ -17,7 +17,8 @@
 # every token has probability ~1/vocab whatever the weights, and the trainer-vs-vLLM comparison could not tell
 # synced weights from any others. For sokoban its attention is also sharpened (gain 3 on the q/k norms): with
 # near-uniform attention over ~600 prompt tokens the picture barely moves the answer's probabilities (zeroed
-# pixels still correlate at 0.99 on the CPU), sharpened at 0.76 while bf16 against fp32 stays at 0.996.
+# pixels still correlate at 0.99 on the CPU), sharpened at 0.76 while bf16 against fp32 stays at 0.996
+# (tests/test_gpu_negative_control.py keeps it so).
 # Variables: GAMES (alfworld: an existing game tree), E2E_S (time limit of each run, default 540 s), E2E_WORK
 # (work folder, default $HOME/molmo_agent_e2e[_sokoban]: kept between calls), RAY_STOP (1: `ray stop` before
 # each run, for a run killed by its time limit; 0 when other runs share the node, as background.sh lanes do).
