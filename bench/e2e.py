@@ -1,12 +1,15 @@
-"""GiGPO iterations of the 4B-shaped Molmo2 on ALFWorld: per-stage times of the steady state, MFU, peak GPU memory.
+"""GiGPO iterations of the 4B-shaped Molmo2 on ALFWorld or visual Sokoban: per-stage times of the steady state, MFU,
+peak GPU memory.
 
-    python bench/e2e.py [--iterations 4] [--label LABEL] [--games 8] [--group 4] [--max-steps 10] [--response 128]
-                        [--gpus 1] [--offload False] [--model DIR] [--eager] [HYDRA_OVERRIDE ...]
+    python bench/e2e.py [--env alfworld|sokoban] [--iterations 4] [--label LABEL] [--games 8] [--group 4]
+                        [--max-steps 10|15] [--response 128] [--gpus 1] [--offload False] [--model DIR] [--eager]
+                        [HYDRA_OVERRIDE ...]
 
 Makes a random Molmo2 checkpoint with Molmo2-4B's shapes (`make_checkpoint --size 4b-shape`) unless --model
-names one, generates games, prepares the data and runs --iterations iterations of
-`examples/gigpo_trainer/run_alfworld_molmo2.sh` (Ray + FSDP + vLLM, weight sync included; extra Hydra overrides
-are passed on). From verl's console line of each iteration it keeps the stage times — rollout (`gen`: the agent
+names one, generates games (Sokoban: levels), prepares the data and runs --iterations iterations of the
+environment's launch script (`examples/gigpo_trainer/run_alfworld_molmo2.sh` or `run_sokoban_molmo2.sh`: Ray +
+FSDP + vLLM, weight sync included; extra Hydra overrides are passed on). Sokoban's rows also give the image tokens
+of a step (one 378x378 picture through the checkpoint's processor) and `env/images_per_step`. From verl's console line of each iteration it keeps the stage times — rollout (`gen`: the agent
 loop, generation and environment together), log-probs (`old_log_prob`, `ref`), advantage (`adv`), update
 (`update_actor`), weight sync (`update_weights`) — verl's `perf/mfu/actor`, and how a session's time splits
 between waiting for generation and for the environment (our trainer's `agent/*`). The first iteration pays
@@ -15,7 +18,7 @@ one-time costs (the allocator's pools, pinned host buffers, first-call kernels),
 actor's (torch's counters, as verl logs them) and the node's (nvidia-smi every 0.5 s: every process, vLLM
 included, on the fullest GPU). vLLM runs with CUDA graphs as training does, unless --eager.
 
-bench/results/e2e_<gpu>.json holds a list of rows, one per run, each under its --label with the command, the speed
+bench/results/e2e_<gpu>.json (Sokoban: e2e_sokoban_<gpu>.json) holds a list of rows, one per run, each under its --label with the command, the speed
 switches it ran with (SWITCHES: "0" turns a change off, unset is on) and its overrides; a run appends its row.
 verl's own behaviour, for a baseline row measured with the same code:
 
@@ -99,6 +102,19 @@ def timings(steps: dict[int, dict[str, float]]) -> dict:
             "metrics_per_iteration": steps}
 
 
+def image_tokens_per_step(model: pathlib.Path, steps: dict[int, dict[str, float]]) -> float:
+    """Image tokens in a Sokoban step's prompt: one picture's token block (the checkpoint's processor) times the
+    median `env/images_per_step` of the run."""
+    from transformers import AutoProcessor
+
+    from molmo_agent.envs.sokoban.render import IMAGE_SIZE
+    from molmo_agent.models.molmo2 import register
+
+    register()
+    block = AutoProcessor.from_pretrained(model).num_image_tokens(IMAGE_SIZE, IMAGE_SIZE)
+    return block * statistics.median(metrics.get("env/images_per_step", 0.0) for metrics in steps.values())
+
+
 def append_row(path: pathlib.Path, row: dict) -> None:
     """Add `row` to the result file's rows (the file is made if absent; earlier rows stay)."""
     rows = []
@@ -112,11 +128,12 @@ def append_row(path: pathlib.Path, row: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", choices=("alfworld", "sokoban"), default="alfworld")
     parser.add_argument("--iterations", type=int, default=4, help="N >= 2: iteration 1 apart, medians of 2..N")
     parser.add_argument("--label", help="the row's name (default: the switches and overrides it ran with)")
     parser.add_argument("--games", type=int, default=8, help="B, games per iteration")
     parser.add_argument("--group", type=int, default=4, help="G, sessions per game")
-    parser.add_argument("--max-steps", type=int, default=10)
+    parser.add_argument("--max-steps", type=int, help="episode steps (default: ALFWorld 10, Sokoban 15)")
     parser.add_argument("--response", type=int, default=128, help="max response tokens")
     parser.add_argument("--gpus", type=int, default=1)
     parser.add_argument("--offload", default="False", help="OFFLOAD of the launch script (True/False)")
@@ -125,6 +142,7 @@ def main() -> None:
     parser.add_argument("--work", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "molmo_agent_bench_e2e"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed on to the launch script")
     args = parser.parse_args()
+    args.max_steps = args.max_steps or {"alfworld": 10, "sokoban": 15}[args.env]
     if args.iterations < 2:
         parser.error(f"--iterations {args.iterations}: give 2 or more (the steady state is iterations 2..N)")
     switches = {name: os.environ.get(name, "1") for name in SWITCHES}
@@ -137,12 +155,18 @@ def main() -> None:
     if not (model / "config.json").exists():
         shell([py, "-m", "molmo_agent.models.molmo2.make_checkpoint", str(model), "--size", "4b-shape",
                "--device", "cuda"])
-    if not (work / "games").exists():
-        shell([py, "-m", "molmo_agent.envs.alfworld.generate", "--out", str(work / "games"), "--train",
-               str(args.games), "--valid-seen", "1", "--valid-unseen", "1", "--seed", "0"])
-    shell([py, "examples/data_preprocess/alfworld.py", "--data", str(work / "games"), "--out", str(work / "data")])
+    data = work / f"data_{args.env}"
+    if args.env == "sokoban":
+        if not (data / "train.parquet").exists():  # a level per session group of every iteration
+            shell([py, "examples/data_preprocess/sokoban.py", "--out", str(data), "--train",
+                   str(args.games * args.iterations), "--val", "4"])
+    else:
+        if not (work / "games").exists():
+            shell([py, "-m", "molmo_agent.envs.alfworld.generate", "--out", str(work / "games"), "--train",
+                   str(args.games), "--valid-seen", "1", "--valid-unseen", "1", "--seed", "0"])
+        shell([py, "examples/data_preprocess/alfworld.py", "--data", str(work / "games"), "--out", str(data)])
 
-    env = {"MODEL_PATH": str(model), "DATA_DIR": str(work / "data"), "N_GPUS": str(args.gpus),
+    env = {"MODEL_PATH": str(model), "DATA_DIR": str(data), "N_GPUS": str(args.gpus),
            "TRAIN_BATCH": str(args.games), "GROUP_SIZE": str(args.group), "MAX_STEPS": str(args.max_steps),
            "OFFLOAD": args.offload, **switches, "PYTHON": py}
     overrides = [f"data.max_response_length={args.response}", "data.max_prompt_length=2048",
@@ -152,7 +176,7 @@ def main() -> None:
                  "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16",
                  "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=16",
                  f"actor_rollout_ref.rollout.enforce_eager={args.eager}", *args.overrides]
-    command = ["bash", "examples/gigpo_trainer/run_alfworld_molmo2.sh", *overrides]
+    command = ["bash", f"examples/gigpo_trainer/run_{args.env}_molmo2.sh", *overrides]
     start = time.perf_counter()
     with harness.NvidiaSmiSampler("memory.used", period_ms=500) as gpu_memory_mib:
         log = shell(command, log=work / "train.log", env=env)
@@ -165,7 +189,7 @@ def main() -> None:
         "switches": switches,
         "overrides": args.overrides,
         "command": " ".join(f"{k}={v}" for k, v in env.items() if k != "PYTHON") + " " + " ".join(command),
-        "parameters": {"model": "Molmo2 4b-shape (random bf16)", "B": args.games, "G": args.group,
+        "parameters": {"env": args.env, "model": "Molmo2 4b-shape (random bf16)", "B": args.games, "G": args.group,
                        "max_steps": args.max_steps, "max_response_tokens": args.response, "gpus": args.gpus,
                        "offload": args.offload, "vllm_enforce_eager": args.eager, "iterations": args.iterations},
         **timings(steps),
@@ -173,7 +197,9 @@ def main() -> None:
     }
     # in GiB, as verl's actor/perf/*_gb are
     row["peak_gpu_memory_gb"]["nvidia_smi_memory_used"] = node_peak_mib and round(node_peak_mib / 1024, 1)
-    out = ROOT / "bench" / "results" / f"e2e_{harness.device_tag()}.json"
+    if args.env == "sokoban":
+        row["image_tokens_per_step"] = image_tokens_per_step(model, steps)
+    out = ROOT / "bench" / "results" / f"e2e{'' if args.env == 'alfworld' else '_' + args.env}_{harness.device_tag()}.json"
     append_row(out, row)
     print(json.dumps({k: row[k] for k in ("label", "first_iteration", "steady_state", "peak_gpu_memory_gb")},
                      indent=2))

@@ -79,3 +79,11 @@ def test_the_bench_switches_are_the_plugins():
     from molmo_agent.integrations.verl import logprobs, reference
 
     assert e2e.SWITCHES == (logprobs.SWITCH, reference.SWITCH)
+
+
+def test_sokoban_rows_count_one_pictures_image_tokens_per_step(molmo2_dir):
+    steps = {1: {"env/images_per_step": 1.0}, 2: {"env/images_per_step": 1.0}, 3: {"env/images_per_step": 1.0}}
+    tokens = e2e.image_tokens_per_step(molmo2_dir, steps)
+    # One 378x378 crop: the 14x14 global view and a 1x1 crop grid of 14 rows of 14 patches plus a column token
+    # each, with start/end tokens: the processor's own count.
+    assert tokens == 2 + 14 * 14 + 2 + 14 * 15

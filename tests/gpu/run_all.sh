@@ -20,6 +20,8 @@
 #                  refused: AdamW's update needs ~90 GiB). A baseline row of verl's own behaviour:
 #                  MOLMO_AGENT_FAST_LOGPROBS=0 MOLMO_AGENT_REF_ON_GPU=0 BENCH_E2E_LABEL=baseline
 #                  BENCH_E2E_ARGS=actor_rollout_ref.ref.fsdp_config.model_dtype=fp32 tests/gpu/run_all.sh bench-e2e
+#   bench-e2e-sokoban  bench-e2e on visual Sokoban (B=8, G=4, 15 steps, one picture a step): stage times and
+#                  image tokens per step -> bench/results/e2e_sokoban_<gpu>.json
 #   bench-e2e-rows bench-e2e four times, a row each: verl's behaviour, then our speed changes added one by one
 #                  (chunked log-probs, bf16 reference, reference on the GPU); ~15 min a row
 #   bench-overlap  bench/rollout_overlap.py: our agent loop vs a lock-step loop, 4b-shape, same games
@@ -68,6 +70,9 @@ for stage in "${stages[@]}"; do
     bench-e2e) bench_inputs &&
       timeout "${BENCH_E2E_S:-1800}" python3 bench/e2e.py --model "$FOURB" --work "$HOME/bench_e2e" \
         ${BENCH_E2E_LABEL:+--label "$BENCH_E2E_LABEL"} ${BENCH_E2E_ARGS:-} ;;
+    bench-e2e-sokoban) bench_inputs &&
+      timeout "${BENCH_E2E_S:-1800}" python3 bench/e2e.py --env sokoban --model "$FOURB" --work "$HOME/bench_e2e" \
+        ${BENCH_E2E_LABEL:+--label "$BENCH_E2E_LABEL"} ${BENCH_E2E_ARGS:-} ;;
     bench-e2e-rows) bench_inputs &&  # label | MOLMO_AGENT_FAST_LOGPROBS | MOLMO_AGENT_REF_ON_GPU | reference dtype
       for row in "baseline|0|0|fp32" "chunked log-probs|1|0|fp32" "bf16 reference|1|0|bf16" \
                  "reference on the GPU|1|1|bf16"; do
@@ -79,7 +84,7 @@ for stage in "${stages[@]}"; do
     bench-overlap) bench_inputs &&
       timeout "${OVERLAP_S:-600}" python3 bench/rollout_overlap.py --model "$FOURB" \
         --games-root "$GAMES/json_2.1.1/train" ;;
-    *)     echo "unknown stage (tiny, e2e, e2e-sokoban, sft, learn-sft, 4b, bench, bench-e2e, bench-e2e-rows, bench-overlap)"; false ;;
+    *)     echo "unknown stage (tiny, e2e, e2e-sokoban, sft, learn-sft, 4b, bench, bench-e2e, bench-e2e-sokoban, bench-e2e-rows, bench-overlap)"; false ;;
   esac
   status=$?
   [ $status -eq 0 ] || echo "FAIL stage $stage: exit status $status$([ $status -eq 124 ] && echo ' (time limit)')"
