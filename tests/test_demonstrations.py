@@ -3,12 +3,12 @@ import json
 
 import pytest
 
-from molmo_agent.envs.alfworld.games import read_walkthrough
+from molmo_agent.envs.alfworld.games import load_games, read_walkthrough
 from molmo_agent.envs.base import INFO_ADMISSIBLE, INFO_TASK
 from molmo_agent.envs.demonstrations import demonstration_response, demonstration_steps
 from molmo_agent.envs.projection import project_action
 
-from alfworld_games import game_files, walkthrough
+from alfworld_games import GAMES_ROOT, game_files, walkthrough
 
 GAME = game_files()[0]  # look_at_obj_in_light: go to shelf 8, take vase 1 from shelf 8, go to sidetable 1, use ...
 
@@ -58,3 +58,23 @@ def test_read_walkthrough_names_a_game_file_without_one(tmp_path):
     bare.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=f"game file {bare}: no walkthrough"):
         read_walkthrough(str(bare))
+
+
+def test_the_experts_demonstration_is_the_same_whatever_the_callers_random_state():
+    """The expert draws from Python's global `random` (on pick_two_obj_and_place it wins or loops by the draw):
+    it runs on its own seed, and the caller's generator is left as it was."""
+    import random
+
+    from molmo_agent.envs.alfworld.expert import expert_actions
+
+    game = next(g for g in load_games(str(GAMES_ROOT), "train") if g.task_type == "pick_two_obj_and_place")
+    outcomes = []
+    for outer_seed in (0, 3):  # unseeded, the expert lost the game after the first and won it after the second
+        random.seed(outer_seed)
+        before = random.getstate()
+        try:
+            outcomes.append(expert_actions(game.path, 50))
+        except ValueError as error:
+            outcomes.append(str(error))
+        assert random.getstate() == before
+    assert outcomes[0] == outcomes[1]

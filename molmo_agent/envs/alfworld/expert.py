@@ -12,6 +12,8 @@ environment as the agent loop plays it. Within 30 steps it wins 146 of 200 gener
 on average against the walkthrough's 6.1; most of its losses are pick_two_obj_and_place games, where it can loop
 without end (bench/alfworld_demonstrations.py).
 """
+import random
+
 import textworld
 from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredExpert, AlfredExpertType
 from textworld.envs.pddl import PddlEnv
@@ -19,12 +21,23 @@ from textworld.envs.pddl import PddlEnv
 from molmo_agent.envs.alfworld import grammar_cache
 
 
-def expert_actions(game_file: str, max_steps: int) -> list[str]:
+def expert_actions(game_file: str, max_steps: int, seed: int = 0) -> list[str]:
     """The hand-coded expert's actions from the start of `game_file` until it wins.
 
-    A ValueError names the game when the expert has not won after `max_steps` actions (a demonstration the
-    training config's `env.max_steps` would cut short) or when it fails on the game.
+    The expert breaks ties and escapes repeated actions with Python's global `random`: it runs here on that
+    generator seeded with `seed` (the caller's state is put back after), so a game's demonstration is the same in
+    every process. A ValueError names the game when the expert has not won after `max_steps` actions (a
+    demonstration the training config's `env.max_steps` would cut short) or when it fails on the game.
     """
+    outer_state = random.getstate()
+    random.seed(seed)
+    try:
+        return _play(game_file, max_steps)
+    finally:
+        random.setstate(outer_state)
+
+
+def _play(game_file: str, max_steps: int) -> list[str]:
     grammar_cache.install()
     infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=True, feedback=True)
     env = AlfredExpert(AlfredDemangler(PddlEnv(infos)), expert_type=AlfredExpertType.HANDCODED)
