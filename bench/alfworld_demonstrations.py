@@ -6,7 +6,8 @@ wins within the step limit, and how long its demonstrations are against the plan
 ROOT is a generated game tree (`python -m molmo_agent.envs.alfworld.generate --out ROOT ...`). Per split: games,
 the expert's wins within --max-steps (the RL runs' env.max_steps), the mean and longest demonstration of each
 source, and the expert's seconds per game. A longer expert demonstration is the search a player without the
-planner's knowledge of hidden objects has to do.
+planner's knowledge of hidden objects has to do. The expert's random draws use `expert_actions`' default seed (0),
+as the SFT rows do.
 """
 import argparse
 import json
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/alfworld_demonstrations_cpu2.json")
     args = parser.parse_args()
     report = {"command": f"python bench/alfworld_demonstrations.py --games <tree> --max-steps {args.max_steps}",
-              "machine": {"platform": platform.platform()}, "max_steps": args.max_steps,
+              "machine": {"platform": platform.platform()}, "max_steps": args.max_steps, "expert_seed": 0,
               "splits": measure(args.games, args.max_steps)}
     with open(args.out, "w") as handle:
         json.dump(report, handle, indent=1)
