@@ -8,7 +8,7 @@ hand-coded expert (`alfworld.agents.expert.HandCodedTWAgent`, through alfworld's
 decides from what it has seen: it walks to receptacles in turn, opens them, and takes the object once it shows.
 Its actions are played here on the same engine and names as `AlfworldSession` (TextWorld's `PddlEnv` with
 `AlfredDemangler`), plus the game facts the expert reads; `envs.demonstrations` then replays them in the
-environment as the agent loop plays it. Within 30 steps it wins 146 of 200 generated training games, in 12.5 steps
+environment as the agent loop plays it. Within 30 steps it wins 144 of 200 generated training games, in 12.5 steps
 on average against the walkthrough's 6.1; most of its losses are pick_two_obj_and_place games, where it can loop
 without end (bench/alfworld_demonstrations.py).
 """
