@@ -26,9 +26,9 @@ def test_split_then_join_gives_the_bf16_checkpoint_back(molmo2_dir, tmp_path, ca
 def test_a_damaged_or_missing_part_is_named_and_nothing_unpacks(molmo2_dir, tmp_path):
     split(molmo2_dir, tmp_path / "parts", part_mib=1, bf16=False)
     assert weights_sha256(molmo2_dir) in (tmp_path / "parts" / "SHA256SUMS").read_text()
-    part = tmp_path / "parts" / "part001"
+    part = tmp_path / "parts" / "part01"
     part.write_bytes(b"x" + part.read_bytes()[1:])
-    (tmp_path / "parts" / "part002").unlink()
-    with pytest.raises(SystemExit, match="missing or damaged parts in .*: part001, part002"):
+    (tmp_path / "parts" / "part02").unlink()
+    with pytest.raises(SystemExit, match="missing or damaged parts in .*: part01, part02"):
         join(tmp_path / "parts", tmp_path / "back")
     assert not (tmp_path / "back").exists()

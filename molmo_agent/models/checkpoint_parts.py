@@ -4,11 +4,12 @@
     python -m molmo_agent.models.checkpoint_parts join PARTS_DIR MODEL_DIR
 
 `split` packs MODEL_DIR (every file; with --bf16 its floating-point safetensors tensors cast to bfloat16 first,
-halving an fp32 checkpoint; config.json is left as it is: loaders cast to the dtype they ask for) into one tar, cut into PARTS_DIR/part000, part001, ... of at most --part-mib MiB, and
-writes PARTS_DIR/SHA256SUMS: each part's digest, the tar's, and `weights` = `weights_sha256` of the packed
-folder (its safetensors files in name order), the number a learning result records (bench/learning.py). `join` checks
-every digest, unpacks into MODEL_DIR (which must not exist) and prints the weights digest again. A missing or
-damaged part is named, and nothing is unpacked.
+halving an fp32 checkpoint; config.json is left as it is: loaders cast to the dtype they ask for) into one tar,
+cuts it into PARTS_DIR/part00, part01, ... of at most --part-mib MiB (`cut_into_parts`, which also cuts the GPU
+wheel bundle) and writes PARTS_DIR/SHA256SUMS: each part's digest, the tar's, and `weights` = `weights_sha256`
+of the packed folder (its safetensors files in name order), the number a learning result records
+(bench/learning.py). `join` checks every digest, unpacks into MODEL_DIR (which must not exist) and prints the
+weights digest again. A missing or damaged part is named, and nothing is unpacked.
 """
 import argparse
 import hashlib
@@ -18,9 +19,6 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-
-import torch
-from safetensors.torch import load_file, save_file
 
 TAR = "checkpoint.tar"
 WEIGHTS = "weights"
@@ -42,8 +40,26 @@ def weights_sha256(model_dir: Path) -> str | None:
     return sha256(*files) if files else None
 
 
+def cut_into_parts(archive: Path, parts_dir: Path, part_mib: int) -> list[Path]:
+    """`archive` cut into parts_dir/part00, part01, ... of at most `part_mib` MiB (names as wide as the count needs,
+    so that they sort in order); `cat part*` joins them."""
+    size = part_mib << 20
+    count = max(1, -(-archive.stat().st_size // size))
+    width = max(2, len(str(count - 1)))
+    parts = []
+    with archive.open("rb") as source:
+        while block := source.read(size):
+            parts.append(parts_dir / f"part{len(parts):0{width}d}")
+            parts[-1].write_bytes(block)
+    return parts
+
+
 def to_bf16(model_dir: Path, out: Path) -> None:
     """A copy of `model_dir` whose floating-point safetensors tensors are bfloat16."""
+    # Imported here: splitting and joining need only the standard library (the GPU wheel bundle is cut with it).
+    import torch
+    from safetensors.torch import load_file, save_file
+
     shutil.copytree(model_dir, out)
     for path in out.glob("*.safetensors"):
         tensors = {name: t.to(torch.bfloat16) if t.is_floating_point() else t for name, t in load_file(path).items()}
@@ -62,12 +78,7 @@ def split(model_dir: Path, parts_dir: Path, part_mib: int, bf16: bool) -> None:
         tar_path = Path(scratch) / TAR
         with tarfile.open(tar_path, "w") as tar:
             tar.add(source, arcname=".")
-        sums = {}
-        with tar_path.open("rb") as handle:
-            for index, block in enumerate(iter(lambda: handle.read(part_mib << 20), b"")):
-                part = parts_dir / f"part{index:03d}"
-                part.write_bytes(block)
-                sums[part.name] = sha256(part)
+        sums = {part.name: sha256(part) for part in cut_into_parts(tar_path, parts_dir, part_mib)}
         sums[TAR] = sha256(tar_path)
         sums[WEIGHTS] = weights_sha256(source)
     (parts_dir / "SHA256SUMS").write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))

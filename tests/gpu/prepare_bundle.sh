@@ -11,6 +11,6 @@ PYTHON=${PYTHON:-python3}
 PY312=${PY312:-python3.12}
 "$PY312" -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' || { echo "PY312 must be a Python 3.12"; exit 1; }
 mkdir -p .gpu/wheels
-"$PYTHON" tests/gpu/wheelhouse.py -r tests/gpu/requirements-node.txt --freeze tests/gpu/node-freeze.txt \
+PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} "$PYTHON" tests/gpu/wheelhouse.py -r tests/gpu/requirements-node.txt --freeze tests/gpu/node-freeze.txt \
   --python-version 3.12 --build-python "$PY312" --out .gpu/wheels --parts .gpu --part-mb "${PART_MB:-50}"
 ls -l .gpu/part*

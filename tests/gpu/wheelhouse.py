@@ -18,7 +18,6 @@ On the node: `pip install --no-index --no-deps --target DIR *.whl`, then `PYTHON
         --python-version 3.12 --build-python python3.12 --out .gpu/wheels --parts .gpu --part-mb 50
 """
 import argparse
-import hashlib
 import re
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from pathlib import Path
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
+
+from molmo_agent.models.checkpoint_parts import cut_into_parts, sha256
 
 Runner = Callable[[Sequence[str]], int]
 PIN = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*(?P<version>[A-Za-z0-9.+!_-]+)")
@@ -161,24 +162,11 @@ def pack(wheels: Sequence[Path], out: Path, part_mb: int) -> list[Path]:
     with tarfile.open(bundle, "w") as tar:
         for wheel in sorted(wheels):
             tar.add(wheel, arcname=wheel.name)
-    parts, size = [], part_mb << 20
-    with bundle.open("rb") as source:
-        while chunk := source.read(size):
-            part = out / f"part{len(parts):02d}"
-            part.write_bytes(chunk)
-            parts.append(part)
+    parts = cut_into_parts(bundle, out, part_mb)
     sums = [f"{sha256(path)}  {path.name}" for path in [bundle, *parts]]
     (out / "SHA256SUMS").write_text("\n".join(sums) + "\n")
     bundle.unlink()
     return parts
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
