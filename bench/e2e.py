@@ -194,6 +194,9 @@ def main() -> None:
                        "offload": args.offload, "vllm_enforce_eager": args.eager, "iterations": args.iterations},
         **timings(steps),
         "process_wall_s": round(wall_s, 1),
+        # other work on the node (another lane's run) slows the CPU-side stages: its 15-minute load average
+        # against the cores says whether this row ran alone
+        "node": {"cpus": os.cpu_count(), "load_average_15min": round(os.getloadavg()[2], 1)},
     }
     # in GiB, as verl's actor/perf/*_gb are
     row["peak_gpu_memory_gb"]["nvidia_smi_memory_used"] = node_peak_mib and round(node_peak_mib / 1024, 1)
