@@ -10,9 +10,12 @@
 #       summary so far; pack the lanes' logs and JSON (run_all's and the benches') into $OUT/lanes.tar.gz
 #       (NAME/... inside)
 #
-# Lanes run side by side, e.g. one per GPU (`CUDA_VISIBLE_DEVICES=1 background.sh start --lane b sft`) or two
-# small stages on one GPU. A lane named with --lane installs the checkout into its own $HOME/project-NAME and
-# runs with RAY_STOP=0: each run starts its own Ray instance, and none may `ray stop` the others'.
+# Lanes run side by side, one per GPU (`CUDA_VISIBLE_DEVICES=1 background.sh start --lane b sft`). A lane named
+# with --lane installs the checkout into its own $HOME/project-NAME and runs with RAY_STOP=0: each run starts its
+# own Ray instance, and none may `ray stop` the others'. `start` refuses a GPU that a running lane uses: vLLM's
+# start-up memory profiling fails when another process on its GPU frees memory meanwhile (another engine's
+# profiling, verl's rollout sleeping between steps, a training run ending), so lanes cannot share a GPU
+# (tests/gpu/results/lanes_shared_gpu_h200x2_2026-11-30.txt).
 # `wait` does not source env.sh: reinstalling the checkout under running stages would pull files from under them.
 # The node goes back after 30 s without a command: issue each `wait` right after the last.
 set -uo pipefail
@@ -24,7 +27,22 @@ case ${1:-} in
     if [ "${1:-}" = --lane ]; then lane=$2 isolated=1; shift 2; fi
     [ $# -gt 0 ] || { echo "usage: background.sh start [--lane NAME] STAGE..."; exit 2; }
     bg=$HOME/bg-$lane bg_out=$HOME/bg-out-$lane
+    gpus=${CUDA_VISIBLE_DEVICES:-all}
+    if [ -f "$LANES" ]; then
+      while read -r other; do  # a running lane (no done mark) on one of these GPUs, or on all of them
+        [ "$other" = "$lane" ] || [ -f "$HOME/bg-$other.done" ] || [ ! -f "$HOME/bg-$other.gpus" ] && continue
+        taken=$(cat "$HOME/bg-$other.gpus")
+        for gpu in ${gpus//,/ }; do
+          if [ "$gpu" = all ] || [ "$taken" = all ] || [[ ",$taken," == *",$gpu,"* ]]; then
+            echo "lane $lane: GPU $gpu is in use by running lane $other (GPUs $taken); lanes cannot share a GPU" \
+              "(vLLM's start-up profiling fails when another process frees memory on it): set CUDA_VISIBLE_DEVICES"
+            exit 2
+          fi
+        done
+      done < "$LANES"
+    fi
     rm -rf "$bg" "$bg_out" "$bg.done" && mkdir -p "$bg" "$bg_out"
+    echo "$gpus" > "$bg.gpus"
     grep -qx "$lane" "$LANES" 2>/dev/null || echo "$lane" >> "$LANES"
     # The checkout's files, away from the next command's copy: tracked and untracked-not-ignored ones that exist
     # (the device tool's copy can carry an older index than its files).
@@ -32,8 +50,9 @@ case ${1:-} in
     lane_env=()
     [ $isolated = 1 ] && lane_env=(PROJECT="$HOME/project-$lane" RAY_STOP=0)
     run='bash tests/gpu/run_all.sh "${@:2}" > "$0/console.log" 2>&1; touch "$1"'  # $0: output folder, $1: done mark
-    (cd "$bg" && env OUT="$bg_out" "${lane_env[@]}" setsid nohup bash -c "$run" "$bg_out" "$bg.done" "$@" \
-      > /dev/null 2>&1 &)
+    # every process of the lane off this command's output, so that the command returns at once
+    (cd "$bg" && env OUT="$bg_out" "${lane_env[@]}" setsid nohup bash -c "$run" "$bg_out" "$bg.done" "$@" &) \
+      > /dev/null 2>&1
     echo "started lane $lane: run_all.sh $* (console: $bg_out/console.log${CUDA_VISIBLE_DEVICES:+, GPU $CUDA_VISIBLE_DEVICES})"
     ;;
   wait)

@@ -12,7 +12,7 @@
 # 10-minute call; the logs are kept in the work folder, so phases can run in separate calls, and copied to $OUT);
 # `negative` (sokoban) trains one iteration with the trainer's pixels zeroed (MOLMO_AGENT_ZERO_TRAINER_PIXELS=1),
 # where the correlation must fall below the threshold, proving that the check sees the pixels; `all` runs every
-# phase, `negative` side by side with `train` (it needs only the model and the data), then the log check.
+# phase, `negative` before the log check.
 # The tiny checkpoint's weights are redrawn at unit gain (vllm_harness.resample_weights): at the default init
 # every token has probability ~1/vocab whatever the weights, and the trainer-vs-vLLM comparison could not tell
 # synced weights from any others. For sokoban its attention is also sharpened (gain 3 on the q/k norms): with
@@ -20,9 +20,8 @@
 # pixels still correlate at 0.99 on the CPU), sharpened at 0.76 while bf16 against fp32 stays at 0.996
 # (tests/test_gpu_negative_control.py keeps it so).
 # Variables: GAMES (alfworld: an existing game tree), E2E_S (time limit of each run, default 540 s), E2E_WORK
-# (work folder, default $HOME/molmo_agent_e2e[_sokoban]: kept between calls), RAY_STOP (1: `ray stop` once at
-# the start, for a run killed by its time limit in an earlier call; 0 when other runs share the node, as
-# background.sh lanes do), E2E_GPU_MEM (vLLM's share of the GPU, default 0.3; lower when lanes share the GPU).
+# (work folder, default $HOME/molmo_agent_e2e[_sokoban]: kept between calls), RAY_STOP (1: `ray stop` before
+# each run, for a run killed by its time limit; 0 when other runs share the node, as background.sh lanes do).
 set -euo pipefail
 export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1 VLLM_USE_FLASHINFER_SAMPLER=0
 phase=${1:-all}
@@ -38,18 +37,17 @@ esac
 mkdir -p "$OUT" "$WORK"
 PY=${PYTHON:-python3}
 
-# a run killed by its time limit in an earlier call may leave Ray's processes behind
-[ "${RAY_STOP:-1}" = 0 ] || ray stop --force >/dev/null 2>&1 || true
-
 run() {  # run STEPS LOG CKPT: train until global step STEPS (resuming from CKPT when it holds a checkpoint)
   local status=0
+  # a run killed by its time limit may leave Ray's processes behind
+  [ "${RAY_STOP:-1}" = 0 ] || ray stop --force >/dev/null 2>&1 || true
   MODEL_PATH=$WORK/model DATA_DIR=$WORK/data N_GPUS=1 TRAIN_BATCH=2 GROUP_SIZE=2 MAX_STEPS=3 OFFLOAD=False \
     PYTHON=$PY timeout "${E2E_S:-540}" bash "$LAUNCH" \
     data.max_prompt_length=1536 data.max_response_length=48 \
     actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 \
     actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4 \
     actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4 \
-    actor_rollout_ref.rollout.gpu_memory_utilization="${E2E_GPU_MEM:-0.3}" actor_rollout_ref.rollout.enforce_eager=True \
+    actor_rollout_ref.rollout.gpu_memory_utilization=0.3 actor_rollout_ref.rollout.enforce_eager=True \
     actor_rollout_ref.rollout.calculate_log_probs=True \
     actor_rollout_ref.rollout.agent.num_workers=1 \
     actor_rollout_ref.rollout.val_kwargs.temperature=0.4 \
@@ -61,12 +59,7 @@ run() {  # run STEPS LOG CKPT: train until global step STEPS (resuming from CKPT
   return "$status"
 }
 
-negative() {  # one iteration with the trainer's pixels zeroed: its correlation must fall below the threshold
-  rm -rf "$WORK/ckpt-negative"
-  MOLMO_AGENT_ZERO_TRAINER_PIXELS=1 run 1 e2e_negative.log "$WORK/ckpt-negative"
-}
-
-if [ "$phase" = train ] || [ "$phase" = negative ] || [ "$phase" = all ]; then
+if [ "$phase" = train ] || [ "$phase" = all ]; then
   if [ ! -f "$WORK/model/config.json" ]; then
     $PY -m molmo_agent.models.molmo2.make_checkpoint "$WORK/model-init" --size tiny
     $PY -c "import sys; from pathlib import Path; sys.path.insert(0, 'tests/gpu'); import vllm_harness as h; \
@@ -80,15 +73,6 @@ h.resample_weights(Path('$WORK/model-init'), Path('$WORK/model'), seed=1, attent
       --valid-unseen 2 --seed 0
     $PY examples/data_preprocess/alfworld.py --data "$GAMES" --out "$WORK/data"
   fi
-fi
-negative_pid=
-if [ "$ENV_NAME" = sokoban ] && { [ "$phase" = negative ] || [ "$phase" = all ]; }; then
-  # its own Ray instance, started a little after the train run's (two Ray heads starting at one instant race
-  # for ports); its log is kept as e2e_negative.log
-  { [ "$phase" = negative ] || sleep 30; negative; } > /dev/null & negative_pid=$!
-  CHECK_ARGS+=(--negative "$WORK/e2e_negative.log")
-fi
-if [ "$phase" = train ] || [ "$phase" = all ]; then
   rm -rf "$WORK/ckpt"
   run 2 e2e_train.log "$WORK/ckpt"
   test -d "$WORK/ckpt/global_step_2/actor" || { echo "e2e FAILED: no checkpoint at $WORK/ckpt/global_step_2"; exit 1; }
@@ -96,8 +80,10 @@ fi
 if [ "$phase" = resume ] || [ "$phase" = all ]; then
   run 3 e2e_resume.log "$WORK/ckpt"
 fi
-if [ -n "$negative_pid" ]; then
-  wait "$negative_pid" || echo "negative control run: exit status $? (its log: $WORK/e2e_negative.log)"
+if [ "$ENV_NAME" = sokoban ] && { [ "$phase" = negative ] || [ "$phase" = all ]; }; then
+  rm -rf "$WORK/ckpt-negative"
+  MOLMO_AGENT_ZERO_TRAINER_PIXELS=1 run 1 e2e_negative.log "$WORK/ckpt-negative"
+  CHECK_ARGS+=(--negative "$WORK/e2e_negative.log")
 fi
 if [ "$phase" = resume ] || [ "$phase" = all ] || [ "$phase" = negative ]; then
   $PY tests/gpu/check_e2e_log.py "$WORK/e2e_train.log" "$WORK/e2e_resume.log" --val-data "${VAL_DATA[@]}" \

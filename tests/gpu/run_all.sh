@@ -43,8 +43,7 @@ bench_inputs() {  # the 4b-shape checkpoint and the 8 training games both 4B ben
 }
 learn_sft() {  # the recipe's stages up to the SFT checkpoint's evaluation, then its parts
   local work=${LEARN_WORK:-$HOME/alfworld_learning} status=0
-  # vLLM at 0.4 of the GPU (the config's 0.5 less a share): another lane may use the same GPU
-  WORK=$work RL_ARGS=${RL_ARGS:-actor_rollout_ref.rollout.gpu_memory_utilization=0.4} timeout "${LEARN_SFT_S:-1800}" \
+  WORK=$work timeout "${LEARN_SFT_S:-1800}" \
     bash recipes/alfworld_learning/run.sh model games sft-data sft sft-eval || status=$?
   cp "$work"/*.log "$work"/*.json "$OUT/" 2>/dev/null
   grep -H . "$work"/stage_seconds/* > "$OUT/learn_stage_seconds.txt" 2>/dev/null

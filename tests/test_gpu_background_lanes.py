@@ -1,0 +1,71 @@
+"""`tests/gpu/background.sh start` keeps lanes on separate GPUs.
+
+Two verl runs on one GPU break each other at start-up: vLLM's memory profiling asserts when another process frees
+memory on its GPU meanwhile (tests/gpu/results/lanes_shared_gpu_h200x2_2026-11-30.txt). The script runs here on a
+throw-away checkout whose `run_all.sh` only sleeps, with HOME in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STUB_RUN_ALL = 'echo $$ > "$OUT/pid"; exec sleep 60\n'
+
+
+def _checkout(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    (repo / "tests" / "gpu").mkdir(parents=True)
+    shutil.copy(ROOT / "tests" / "gpu" / "background.sh", repo / "tests" / "gpu" / "background.sh")
+    (repo / "tests" / "gpu" / "run_all.sh").write_text(STUB_RUN_ALL)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    return repo
+
+
+def _start(repo: Path, home: Path, lane: str, gpus: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env["HOME"] = str(home)
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpus
+    return subprocess.run(["bash", "tests/gpu/background.sh", "start", "--lane", lane, "stage"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def _stop_lanes(home: Path) -> None:
+    for pid_file in home.glob("bg-out-*/pid"):
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def test_a_lane_may_not_start_on_a_gpu_a_running_lane_uses(tmp_path: Path) -> None:
+    repo, home = _checkout(tmp_path), tmp_path / "home"
+    home.mkdir()
+    try:
+        assert _start(repo, home, "a", "0").returncode == 0
+        deadline = time.time() + 20
+        while not (home / "bg-out-a" / "pid").exists() and time.time() < deadline:
+            time.sleep(0.1)
+
+        refused = _start(repo, home, "b", "1,0")
+        assert refused.returncode == 2
+        assert "GPU 0 is in use by running lane a" in refused.stdout
+        assert not (home / "bg-b").exists()
+        # no CUDA_VISIBLE_DEVICES means every GPU, lane a's among them
+        assert _start(repo, home, "c", None).returncode == 2
+        assert _start(repo, home, "d", "1").returncode == 0
+        # lane a's GPU is free again once lane a is done
+        (home / "bg-a.done").touch()
+        assert _start(repo, home, "b", "0").returncode == 0
+        # restarting the finished lane a on its old GPU is refused too: lane b holds it now
+        assert _start(repo, home, "a", "0").returncode == 2
+    finally:
+        time.sleep(0.5)
+        _stop_lanes(home)
