@@ -17,7 +17,7 @@
 #   GAMES         [$DATA_DIR/games] the game tree whose walkthroughs are demonstrated (run_alfworld.sh generates
 #                 it there; or `python -m molmo_agent.envs.alfworld.generate --out DIR ...`)
 #   SFT_DIR       [$DATA_DIR/sft] train/valid_seen/valid_unseen.parquet; written from GAMES when absent
-#   SOURCE        [mixed] the demonstrations the rows are written from (sft_data --source): `expert` (alfworld's
+#   SOURCE        [expert] the demonstrations the rows are written from (sft_data --source): `expert` (alfworld's
 #                 hand-coded expert, which searches receptacles as a player must), `walkthrough` (the planner's
 #                 stored commands) or `mixed` (the expert's where it wins within the step limit, else the walkthrough)
 #   HISTORY [2], MAX_PROMPT [2048], MAX_RESPONSE [512]: the RL run's env.history_length, data.max_prompt_length
@@ -71,7 +71,7 @@ if [ ! -f "$SFT_DIR/train.parquet" ] || [ ! -f "$SFT_DIR/valid_seen.parquet" ]; 
     exit 1
   fi
   "$PYTHON" -m molmo_agent.integrations.verl.sft_data --games "$GAMES" --model "$MODEL_PATH" --out "$SFT_DIR" \
-    --source "${SOURCE:-mixed}" \
+    --source "${SOURCE:-expert}" \
     env.history_length="$HISTORY" data.max_prompt_length="$MAX_PROMPT" data.max_response_length="$MAX_RESPONSE" >&2
 fi
 

@@ -29,11 +29,11 @@
 # Variables (defaults in brackets):
 #   WORK [$HOME/alfworld_learning]   PRESET [small]   GPU [h200] (names the result files)
 #   GAMES_TRAIN [200] GAMES_VALID_SEEN [50] GAMES_VALID_UNSEEN [50] GAMES_SEED [0]
-#   SFT_SOURCE [mixed]  the demonstrations (sft_data --source): `mixed` (alfworld's hand-coded expert, which
-#                   searches receptacles as a player must, where it wins within MAX_STEPS; the planner's
-#                   walkthrough elsewhere), `expert` (its games only) or `walkthrough` (the planner's, which goes
-#                   straight to hidden objects: cloned on 200 games it won 2 % / 4 % of valid_seen / valid_unseen,
-#                   tests/gpu/results/learn_sft_h200x2_2026-11-30.json)
+#   SFT_SOURCE [expert] the demonstrations (sft_data --source): `expert` (alfworld's hand-coded expert, which
+#                   searches receptacles as a player must, on the games it wins within MAX_STEPS: cloned on 162
+#                   of 200 games it won 8 % / 12 % of valid_seen / valid_unseen), `walkthrough` (the planner's,
+#                   which goes straight to hidden objects: 2 % / 4 %) or `mixed` (the expert's where it wins, the
+#                   walkthrough elsewhere; not measured) - tests/gpu/results/learn_sft*_h200x2_2026-11-30.json
 #   SFT_EPOCHS [20] SFT_LR [5e-4]: the most epochs (the best by validation loss is kept), the SFT learning rate
 #   SEEDS ["0 1"] ITERATIONS [60] TEST_FREQ [10]
 #   LR [1e-5]       the RL learning rate of both estimators, fixed before the comparison
@@ -62,7 +62,7 @@ PENALTY=${PENALTY:-0.1}
 TEMPERATURE=${TEMPERATURE:-0.4}
 SFT_EPOCHS=${SFT_EPOCHS:-20}
 SFT_LR=${SFT_LR:-5e-4}
-SFT_SOURCE=${SFT_SOURCE:-mixed}
+SFT_SOURCE=${SFT_SOURCE:-expert}
 PYTHON=${PYTHON:-python3}
 export DATA_DIR=$WORK/data PYTHON N_GPUS=${N_GPUS:-1} TRAIN_BATCH=${TRAIN_BATCH:-16} GROUP_SIZE=${GROUP_SIZE:-8} \
   MAX_STEPS=${MAX_STEPS:-30} HISTORY=${HISTORY:-2} MAX_PROMPT=${MAX_PROMPT:-2048} MAX_RESPONSE=${MAX_RESPONSE:-512}
