@@ -37,6 +37,11 @@ def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, t
         assert config.trainer.total_training_steps == 12
         assert config.actor_rollout_ref.rollout.val_kwargs.n == 1
         assert config.actor_rollout_ref.rollout.val_kwargs.temperature == 0.5
+        # a from-scratch preset: short padded samples, large micro-batches
+        assert (config.data.max_prompt_length, config.data.max_response_length) == (1024, 128)
+        assert config.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu == 16
+        assert config.actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu == 32
+        assert config.actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu == 32
     gigpo, grpo = configs["gigpo"], configs["grpo"]
     assert gigpo.algorithm.adv_estimator == "gigpo" and gigpo.algorithm.gigpo.mode == "mean_std_norm"
     assert grpo.algorithm.adv_estimator == "grpo" and grpo.algorithm.norm_adv_by_std_in_grpo is True

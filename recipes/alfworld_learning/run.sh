@@ -41,7 +41,11 @@
 #                   GRPO's env.reward_invalid_penalty (subtracted from its episode return per invalid action)
 #   TEMPERATURE [0.4]  validation temperature of every run, above 0 (each game once: val_kwargs.n=1)
 #   TRAIN_BATCH [16] GROUP_SIZE [8] MAX_STEPS [30] HISTORY [2] N_GPUS [1]
-#   MAX_PROMPT [2048] MAX_RESPONSE [512]  token limits of the SFT rows and of the RL runs alike
+#   MAX_PROMPT [1024] MAX_RESPONSE [128]  token limits of the SFT rows and of the RL runs alike: the expert's
+#                   demonstrations of the 200/50/50 games have prompts of at most 974 tokens and answers of at most
+#                   52, and verl pads every step sample to MAX_PROMPT + MAX_RESPONSE, so larger limits cost compute
+#   MICRO_BATCH [16 from a PRESET, the config's with MODEL_PATH]  per-GPU micro-batch of the update (log-prob
+#                   passes take twice it); the from-scratch presets are small enough for large ones
 #   SFT_ARGS, RL_ARGS  extra Hydra overrides (space-separated) of the SFT and of every RL run
 #   RAY_STOP [1]    `ray stop --force` before each RL run (a run stopped by a time limit leaves Ray behind); 0 when
 #                   other Ray jobs share the node
@@ -65,7 +69,7 @@ SFT_LR=${SFT_LR:-5e-4}
 SFT_SOURCE=${SFT_SOURCE:-expert}
 PYTHON=${PYTHON:-python3}
 export DATA_DIR=$WORK/data PYTHON N_GPUS=${N_GPUS:-1} TRAIN_BATCH=${TRAIN_BATCH:-16} GROUP_SIZE=${GROUP_SIZE:-8} \
-  MAX_STEPS=${MAX_STEPS:-30} HISTORY=${HISTORY:-2} MAX_PROMPT=${MAX_PROMPT:-2048} MAX_RESPONSE=${MAX_RESPONSE:-512}
+  MAX_STEPS=${MAX_STEPS:-30} HISTORY=${HISTORY:-2} MAX_PROMPT=${MAX_PROMPT:-1024} MAX_RESPONSE=${MAX_RESPONSE:-128}
 GAMES=$DATA_DIR/games
 SFT_DIR=$DATA_DIR/sft
 SFT_MODEL=${SFT_MODEL:-$WORK/sft_model}
@@ -131,6 +135,11 @@ rl_run() {  # rl_run ESTIMATOR SEED: one run from the SFT checkpoint, skipped wh
   local estimator=(algorithm.adv_estimator=gigpo algorithm.gigpo.mode=mean_std_norm)
   [ "$1" = grpo ] && estimator=(algorithm.adv_estimator=grpo algorithm.norm_adv_by_std_in_grpo=True
                                 env.reward_invalid_penalty="$PENALTY")
+  local micro=()
+  local micro_batch=${MICRO_BATCH:-$([ -n "${MODEL_PATH:-}" ] || echo 16)}
+  [ -n "$micro_batch" ] && micro=(actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu="$micro_batch"
+    actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=$((2 * micro_batch))
+    actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=$((2 * micro_batch)))
   local launch=(env MODEL_PATH="$SFT_MODEL" EXPERIMENT="learning_$1_seed$2"
     bash "$repo/examples/gigpo_trainer/run_alfworld_molmo2.sh" "${estimator[@]}"
     algorithm.gigpo.invalid_action_penalty_coef="$PENALTY"
@@ -143,7 +152,7 @@ rl_run() {  # rl_run ESTIMATOR SEED: one run from the SFT checkpoint, skipped wh
     trainer.total_training_steps="$ITERATIONS" trainer.total_epochs=1000
     trainer.val_before_train=True trainer.test_freq="$TEST_FREQ" trainer.save_freq="$TEST_FREQ"
     trainer.default_local_dir="$dir/ckpt" "trainer.logger=[console]"
-    "${RL_ARGS[@]}")
+    "${micro[@]}" "${RL_ARGS[@]}")
   if [ "${DRY_RUN:-0}" = 1 ]; then
     "${launch[@]}" > "$dir/config.yaml"
     return

@@ -12,6 +12,11 @@
 #          sft-data sft sft-eval: the small preset, 200/50/50 games, SFT, the SFT checkpoint's success on both
 #          splits), then the SFT checkpoint in 16 MiB bf16 parts (molmo_agent.models.checkpoint_parts) for the
 #          next machine; work in LEARN_WORK ($HOME/alfworld_learning), logs and JSON to $OUT      ~15 min
+#   learn-rl   the learning recipe's RL runs of one estimator (LEARN_ESTIMATOR: gigpo or grpo; seeds LEARN_SEEDS,
+#          default 0) from an SFT checkpoint carried in as learn-sft's parts (LEARN_SFT_PARTS, default
+#          $HOME/acc-sft; the SHA-256 of its weights is printed), on the same generated games; each run stops at
+#          ITERATIONS or when the stage's LEARN_RL_S (1380 s) ends, its console log to $OUT. Two lanes, one per GPU
+#          and estimator, make a seed's comparison; bench/learning.py reads the logs afterwards
 #   4b     plugin, tokens and parity on the 4b-shape checkpoint (made here, ~9 GB)  ~4 min
 #   bench  bench/vllm_molmo2.py: decode throughput and weight-sync time, 4b-shape   ~3 min
 #   bench-e2e      bench/e2e.py: 4 GiGPO iterations of 4b-shape (B=8, G=4, 10 steps), steady-state stage times
@@ -53,6 +58,21 @@ learn_sft() {  # the recipe's stages up to the SFT checkpoint's evaluation, then
     echo "PASS learn-sft: SFT success $(python3 -c "import json, sys; print({s: v['success'] for s, v in \
 json.load(open(sys.argv[1]))['splits'].items()})" "$work/sft_eval.json"), parts in $work/sft_parts"
 }
+learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under the stage's time limit
+  local work=${LEARN_WORK:-$HOME/alfworld_learning} status=0 log
+  case ${LEARN_ESTIMATOR:-} in gigpo | grpo) ;; *) echo "learn-rl: set LEARN_ESTIMATOR to gigpo or grpo"; return 2 ;; esac
+  mkdir -p "$work"
+  [ -f "$work/sft_model/config.json" ] ||
+    python3 -m molmo_agent.models.checkpoint_parts join "${LEARN_SFT_PARTS:-$HOME/acc-sft}" "$work/sft_model" ||
+    return 1
+  WORK=$work SEEDS=${LEARN_SEEDS:-0} timeout "${LEARN_RL_S:-1380}" \
+    bash recipes/alfworld_learning/run.sh games "rl-$LEARN_ESTIMATOR" || status=$?
+  for log in "$work"/runs/*/train.log; do [ -f "$log" ] && cp "$log" "$OUT/$(basename "$(dirname "$log")").log"; done
+  grep -H . "$work"/stage_seconds/* > "$OUT/learn_stage_seconds.txt" 2>/dev/null
+  # the time limit ends a run early by design: its curve holds the validations it reached
+  [ $status -eq 0 ] || [ $status -eq 124 ] && echo "PASS learn-rl: $LEARN_ESTIMATOR runs ($([ $status -eq 124 ] &&
+    echo 'stopped by LEARN_RL_S' || echo 'finished')), logs in $OUT"
+}
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(tiny e2e 4b)
 for stage in "${stages[@]}"; do
@@ -64,6 +84,7 @@ for stage in "${stages[@]}"; do
       echo "PASS e2e-sokoban: $(grep '^negative control ok' "$OUT/e2e_check_sokoban.txt"); $(tail -1 "$OUT/e2e_check_sokoban.txt")" ;;
     sft)   bash tests/gpu/sft.sh all && echo "PASS sft: SFT checkpoint evaluated and trained 2 GiGPO iterations" ;;
     learn-sft) learn_sft ;;
+    learn-rl) learn_rl ;;
     4b)    timeout "${FOURB_S:-360}" python3 tests/gpu/check_vllm_molmo2.py --size 4b-shape --checks plugin,tokens,parity ;;
     bench) timeout "${BENCH_S:-480}" python3 bench/vllm_molmo2.py ;;
     bench-e2e) bench_inputs &&
@@ -83,7 +104,7 @@ for stage in "${stages[@]}"; do
     bench-overlap) bench_inputs &&
       timeout "${OVERLAP_S:-600}" python3 bench/rollout_overlap.py --model "$FOURB" \
         --games-root "$GAMES/json_2.1.1/train" ;;
-    *)     echo "unknown stage (tiny, e2e, e2e-sokoban, sft, learn-sft, 4b, bench, bench-e2e, bench-e2e-sokoban, bench-e2e-rows, bench-overlap)"; false ;;
+    *)     echo "unknown stage (tiny, e2e, e2e-sokoban, sft, learn-sft, learn-rl, 4b, bench, bench-e2e, bench-e2e-sokoban, bench-e2e-rows, bench-overlap)"; false ;;
   esac
   status=$?
   [ $status -eq 0 ] || echo "FAIL stage $stage: exit status $status$([ $status -eq 124 ] && echo ' (time limit)')"
