@@ -35,6 +35,7 @@ def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, t
         assert config.algorithm.gigpo.invalid_action_penalty_coef == 0.2
         assert config.trainer.val_before_train is True and config.trainer.test_freq == 4
         assert config.trainer.total_training_steps == 12
+        assert config.trainer.validation_data_dir == str(work / "runs" / f"{name}_seed3" / "validation")
         assert config.actor_rollout_ref.rollout.val_kwargs.n == 1
         assert config.actor_rollout_ref.rollout.val_kwargs.temperature == 0.5
         # a from-scratch preset: short padded samples, large micro-batches
@@ -50,7 +51,7 @@ def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, t
     differing = {key for key in _flat(gigpo) if _flat(gigpo)[key] != _flat(grpo).get(key)}
     assert differing == {"algorithm.adv_estimator", "algorithm.gigpo.mode", "env.reward_invalid_penalty",
                          "trainer.experiment_name", "actor_rollout_ref.rollout.trace.experiment_name",
-                         "trainer.default_local_dir"}
+                         "trainer.default_local_dir", "trainer.validation_data_dir"}
 
 
 def _flat(config) -> dict:

@@ -22,7 +22,9 @@
 #             measure the same level again
 #   rl        for each seed of SEEDS, a GiGPO and a GRPO run from WORK/sft_model (WORK/runs/<estimator>_seed<S>,
 #             console log train.log), validating before the first update and every TEST_FREQ iterations;
-#             a run stopped midway resumes from its last checkpoint (saved every TEST_FREQ)
+#             a run stopped midway resumes from its last checkpoint (saved every TEST_FREQ); verl dumps each
+#             validation's step samples into WORK/runs/<run>/validation (validation_dump.py keeps each episode's
+#             opening prompt and outcome: the report pairs the estimators game by game)
 #   rl-gigpo, rl-grpo   one estimator's runs only
 #   report    bench/learning.py: the JSON and the plot from the runs' logs
 #
@@ -152,6 +154,7 @@ rl_run() {  # rl_run ESTIMATOR SEED: one run from the SFT checkpoint, skipped wh
     trainer.total_training_steps="$ITERATIONS" trainer.total_epochs=1000
     trainer.val_before_train=True trainer.test_freq="$TEST_FREQ" trainer.save_freq="$TEST_FREQ"
     trainer.default_local_dir="$dir/ckpt" "trainer.logger=[console]"
+    trainer.validation_data_dir="$dir/validation"
     "${micro[@]}" "${RL_ARGS[@]}")
   if [ "${DRY_RUN:-0}" = 1 ]; then
     "${launch[@]}" > "$dir/config.yaml"

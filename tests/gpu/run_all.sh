@@ -15,8 +15,9 @@
 #   learn-rl   the learning recipe's RL runs of one estimator (LEARN_ESTIMATOR: gigpo or grpo; seeds LEARN_SEEDS,
 #          default 0) from an SFT checkpoint carried in as learn-sft's parts (LEARN_SFT_PARTS, default
 #          $HOME/acc-sft; the SHA-256 of its weights is printed), on the same generated games; each run stops at
-#          ITERATIONS or when the stage's LEARN_RL_S (1380 s) ends, its console log to $OUT. Two lanes, one per GPU
-#          and estimator, make a seed's comparison; bench/learning.py reads the logs afterwards
+#          ITERATIONS or when the stage's LEARN_RL_S (1380 s) ends; its console log and validation episodes
+#          (validation_dump) to $OUT. Two lanes, one per GPU and estimator, make a seed's comparison;
+#          bench/learning.py reads the logs afterwards
 #   4b     plugin, tokens and parity on the 4b-shape checkpoint (made here, ~9 GB)  ~4 min
 #   bench  bench/vllm_molmo2.py: decode throughput and weight-sync time, 4b-shape   ~3 min
 #   bench-e2e      bench/e2e.py: 4 GiGPO iterations of 4b-shape (B=8, G=4, 10 steps), steady-state stage times
@@ -67,7 +68,12 @@ learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under t
     return 1
   WORK=$work SEEDS=${LEARN_SEEDS:-0} timeout "${LEARN_RL_S:-1380}" \
     bash recipes/alfworld_learning/run.sh games "rl-$LEARN_ESTIMATOR" || status=$?
-  for log in "$work"/runs/*/train.log; do [ -f "$log" ] && cp "$log" "$OUT/$(basename "$(dirname "$log")").log"; done
+  for log in "$work"/runs/*/train.log; do
+    run=$(dirname "$log")
+    cp "$log" "$OUT/$(basename "$run").log"
+    [ -d "$run/validation" ] && python3 -m molmo_agent.integrations.verl.validation_dump "$run/validation" \
+      --out "$OUT/$(basename "$run")_episodes.jsonl.gz"
+  done
   grep -H . "$work"/stage_seconds/* > "$OUT/learn_stage_seconds.txt" 2>/dev/null
   # the time limit ends a run early by design: its curve holds the validations it reached
   [ $status -eq 0 ] || [ $status -eq 124 ] && echo "PASS learn-rl: $LEARN_ESTIMATOR runs ($([ $status -eq 124 ] &&

@@ -1,0 +1,64 @@
+"""Each validation episode's opening prompt and outcome, from verl's validation dumps.
+
+    python -m molmo_agent.integrations.verl.validation_dump DIR --out episodes.jsonl.gz
+
+With `trainer.validation_data_dir=DIR` verl writes `DIR/<step>.jsonl` after each validation: one line per step
+sample, holding the decoded prompt (`input`), the answer (`output`), the episode's final `reward_extra_info`
+fields (`acc` is success: `agent_loop.episode_summary`) and `uid` = `<uid>_<session>_<index>`, index being the
+step within the episode. A game's opening prompt names it (its task and first observation), so the first step of
+each episode says which game was played and `acc` how it ended: enough to pair two runs game by game, in about
+1 % of the dump's bytes. Output: one JSON line per episode, `{"step", "episode", "opening_prompt", "acc"}`,
+sorted by step and then by prompt.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+
+def episodes(dump_dir: Path) -> list[dict[str, Any]]:
+    """The episodes of every `<step>.jsonl` in `dump_dir`; a dump whose lines lack `uid`, `input` or `acc`, or
+    an episode without its first step, raises ValueError naming the file."""
+    found = []
+    for path in sorted(dump_dir.glob("*.jsonl"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1):
+        if not path.stem.isdigit():
+            continue
+        openings, outcomes = {}, {}
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            row = json.loads(line)
+            missing = [key for key in ("uid", "input", "acc") if key not in row]
+            if missing:
+                raise ValueError(f"{path}:{number}: no {missing} (a validation dump of verl's trainer expected)")
+            episode, _, index = row["uid"].rpartition("_")
+            if not episode or not index.isdigit():
+                raise ValueError(f"{path}:{number}: uid {row['uid']!r} is not <uid>_<session>_<index>")
+            outcomes[episode] = row["acc"]
+            if int(index) == 0:
+                openings[episode] = row["input"]
+        without_opening = sorted(set(outcomes) - set(openings))
+        if without_opening:
+            raise ValueError(f"{path}: episodes without their first step: {without_opening[:3]}")
+        found += sorted(({"step": int(path.stem), "episode": episode, "opening_prompt": prompt,
+                          "acc": outcomes[episode]} for episode, prompt in openings.items()),
+                        key=lambda e: e["opening_prompt"])
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dump_dir", type=Path, help="the run's trainer.validation_data_dir")
+    parser.add_argument("--out", type=Path, required=True, help="JSON lines, gzip-compressed when it ends in .gz")
+    args = parser.parse_args(argv)
+    found = episodes(args.dump_dir)
+    opener = gzip.open if args.out.suffix == ".gz" else open
+    with opener(args.out, "wt", encoding="utf-8") as out:
+        out.writelines(json.dumps(episode) + "\n" for episode in found)
+    steps = sorted({episode["step"] for episode in found})
+    print(f"{args.out}: {len(found)} episodes of {len(steps)} validations (steps {steps})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""`validation_dump` reduces verl's validation dumps to one line per episode: its opening prompt and outcome."""
+import gzip
+import json
+
+import pytest
+
+from molmo_agent.integrations.verl.validation_dump import episodes, main
+
+
+def _dump(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _row(uid, prompt, acc):
+    # verl writes each step sample with its episode's final reward_extra_info fields
+    return {"input": prompt, "output": "<action>look</action>", "gts": None, "score": acc, "step": 0, "acc": acc,
+            "uid": uid}
+
+
+def test_one_line_per_episode_with_its_opening_prompt_and_outcome(tmp_path):
+    # verl sorts the dump by uid: an episode's later steps can sit anywhere around its first
+    _dump(tmp_path / "0.jsonl", [_row("u1_0_1", "later step", 1.0), _row("u1_0_0", "task: heat an egg", 1.0),
+                                 _row("u2_0_0", "task: cool a mug", 0.0), _row("u1_0_2", "last step", 1.0)])
+    _dump(tmp_path / "10.jsonl", [_row("u9_0_0", "task: cool a mug", 1.0)])
+    _dump(tmp_path / "2.jsonl", [_row("u5_0_0", "task: heat an egg", 0.0)])
+    found = episodes(tmp_path)
+    assert [(e["step"], e["opening_prompt"], e["acc"]) for e in found] == [
+        (0, "task: cool a mug", 0.0), (0, "task: heat an egg", 1.0), (2, "task: heat an egg", 0.0),
+        (10, "task: cool a mug", 1.0)]
+    assert found[1]["episode"] == "u1_0"
+
+    main([str(tmp_path), "--out", str(tmp_path / "episodes.jsonl.gz")])
+    with gzip.open(tmp_path / "episodes.jsonl.gz", "rt") as lines:
+        assert [json.loads(line) for line in lines] == found
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"uid": "u1_0_0", "input": "x"}], "no ['acc']"),
+    ([_row("u1-0-0", "x", 1.0)], "is not <uid>_<session>_<index>"),
+    ([_row("u1_0_1", "x", 1.0)], "episodes without their first step: ['u1_0']"),
+])
+def test_a_dump_it_cannot_read_is_named(tmp_path, rows, message):
+    _dump(tmp_path / "5.jsonl", rows)
+    with pytest.raises(ValueError, match=str(tmp_path / "5.jsonl").replace(".", r"\.")) as error:
+        episodes(tmp_path)
+    assert message in str(error.value)
