@@ -12,8 +12,12 @@ not counted. `episodes` counts every session started, B x G per iteration.
 
 The comparison is read at the last validation of each run at or below the largest environment-step count every
 run reached (never a curve's best point): GiGPO minus GRPO valid_unseen success, the mean over seeds of the
-difference paired by seed, with a 95 % bootstrap interval over seeds (the logs hold each split's success, not
-each game's outcome, so games cannot be resampled). Writes OUT_DIR/learning_<gpu>.json and .png.
+difference paired by seed, with a 95 % bootstrap interval. Given each run's validation episodes
+(`--episodes ESTIMATOR:SEED:FILE`, from `molmo_agent.integrations.verl.validation_dump`) and the game tree
+(`--games`), the interval is a paired bootstrap over games and seeds: an episode's opening prompt names its game
+(the game's task and first room description, read by resetting each validation game), and each resample draws
+seeds and valid_unseen games with replacement and averages GiGPO's outcome minus GRPO's on the same game and
+seed. Without them it resamples seeds only. Writes OUT_DIR/learning_<gpu>.json and .png.
 """
 from __future__ import annotations
 
@@ -64,10 +68,59 @@ def point_at(curve: list[dict[str, Any]], env_steps: float) -> dict[str, Any]:
     return [point for point in curve if point["env_steps"] <= env_steps][-1]
 
 
-def comparison(runs: list[dict[str, Any]], rng_seed: int = 0) -> dict[str, Any]:
+def opening_games(games_root: Path, split: str) -> dict[tuple[str, str], str]:
+    """(task, room description) of each game of `split` at its start -> the game's path: what an episode's
+    opening prompt shows of its game."""
+    from molmo_agent.envs.alfworld.games import load_games
+    from molmo_agent.envs.alfworld.session import AlfworldSession
+    from molmo_agent.envs.base import INFO_TASK
+
+    session, openings = AlfworldSession(), {}
+    for game in load_games(str(games_root), split):
+        room, info = session.reset(options={"game": game})
+        openings.setdefault((info[INFO_TASK], room), game.path)
+    return openings
+
+
+def game_outcomes(episodes: list[dict[str, Any]], openings: dict[tuple[str, str], str]) -> dict[int, dict[str, float]]:
+    """{validation step: {game path: success}} of the episodes whose opening prompt shows one of `openings`'
+    games; an episode matching two games raises ValueError (it could not be paired)."""
+    outcomes: dict[int, dict[str, float]] = {}
+    for episode in episodes:
+        prompt = episode["opening_prompt"]
+        games = {path for (task, room), path in openings.items() if task in prompt and room in prompt}
+        if len(games) > 1:
+            raise ValueError(f"step {episode['step']}: an opening prompt shows {len(games)} games: {sorted(games)}")
+        if games:
+            outcomes.setdefault(episode["step"], {})[games.pop()] = float(episode["acc"])
+    return outcomes
+
+
+def read_episodes(path: Path) -> list[dict[str, Any]]:
+    """validation_dump's JSON lines (gzip-compressed when the name ends in .gz)."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines]
+
+
+def bootstrap_over_games_and_seeds(differences: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Means of `differences` [seeds, games] (GiGPO minus GRPO, paired by seed and game) over BOOTSTRAP_SAMPLES
+    resamples that draw seeds and games with replacement, the same games for every seed -> [BOOTSTRAP_SAMPLES]."""
+    n_seeds, n_games = differences.shape
+    seeds = rng.integers(0, n_seeds, size=(BOOTSTRAP_SAMPLES, n_seeds))
+    games = rng.integers(0, n_games, size=(BOOTSTRAP_SAMPLES, n_games))
+    # [samples, seeds, games]: row s of each resample, then its drawn games
+    return differences[seeds[:, :, None], games[:, None, :]].mean(axis=(1, 2))
+
+
+def comparison(runs: list[dict[str, Any]], outcomes: dict[tuple[str, int], dict[int, dict[str, float]]] | None = None,
+               rng_seed: int = 0) -> dict[str, Any]:
     """GiGPO minus GRPO valid_unseen success at the last validation at or below the largest environment-step count
-    every run reached, paired by seed, with a 95 % bootstrap interval over seeds; and each estimator's lift over
-    its runs' iteration-0 (SFT) level there."""
+    every run reached, paired by seed, with a 95 % bootstrap interval: over games and seeds when `outcomes`
+    ({(estimator, seed): game_outcomes of its valid_unseen episodes}) holds every run, else over seeds; and each
+    estimator's lift over its runs' iteration-0 (SFT) level there."""
     common = min(run["curve"][-1]["env_steps"] for run in runs)
     at = {(run["estimator"], run["seed"]): point_at(run["curve"], common) for run in runs}
     sft = {(run["estimator"], run["seed"]): run["curve"][0]["valid_unseen"] for run in runs}
@@ -77,14 +130,24 @@ def comparison(runs: list[dict[str, Any]], rng_seed: int = 0) -> dict[str, Any]:
         raise ValueError("no seed has both a gigpo and a grpo run: nothing to pair")
     differences = np.array([at["gigpo", s]["valid_unseen"] - at["grpo", s]["valid_unseen"] for s in seeds])
     rng = np.random.default_rng(rng_seed)
-    resampled = differences[rng.integers(0, len(seeds), size=(BOOTSTRAP_SAMPLES, len(seeds)))].mean(axis=1)
+    if outcomes is not None and all((e, s) in outcomes for e in ESTIMATORS for s in seeds):
+        played = {(e, s): outcomes[e, s].get(at[e, s]["iteration"], {}) for e in ESTIMATORS for s in seeds}
+        games = sorted(set.intersection(*(set(p) for p in played.values())))
+        if not games:
+            raise ValueError("the runs' validation episodes share no valid_unseen game at the compared iterations")
+        by_game = np.array([[played["gigpo", s][g] - played["grpo", s][g] for g in games] for s in seeds])
+        resampled = bootstrap_over_games_and_seeds(by_game, rng)
+        bootstrap = f"paired over games and seeds ({len(games)} valid_unseen games x {len(seeds)} seeds)"
+    else:
+        resampled = differences[rng.integers(0, len(seeds), size=(BOOTSTRAP_SAMPLES, len(seeds)))].mean(axis=1)
+        bootstrap = "over seeds, paired by seed (no validation episodes given: games cannot be resampled)"
     lifts = {f"{estimator}_minus_sft_valid_unseen": float(np.mean(
         [at[estimator, s]["valid_unseen"] - sft[estimator, s] for s in seeds])) for estimator in ESTIMATORS}
     return {"env_steps": common, "seeds": seeds,
             "iterations": {f"{estimator}_seed{seed}": point["iteration"] for (estimator, seed), point in at.items()},
             "gigpo_minus_grpo_valid_unseen": float(differences.mean()),
             "ci95": [float(np.percentile(resampled, 2.5)), float(np.percentile(resampled, 97.5))],
-            "bootstrap": "over seeds, paired by seed (the logs hold per-split success, not per-game outcomes)",
+            "bootstrap": bootstrap,
             **lifts}
 
 
@@ -173,6 +236,9 @@ def parse_run(text: str) -> tuple[str, int, Path]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="ESTIMATOR:SEED:LOG, one per run")
+    parser.add_argument("--episodes", nargs="*", default=[], help="ESTIMATOR:SEED:FILE, each run's validation "
+                        "episodes (validation_dump): the interval resamples games too (needs --games)")
+    parser.add_argument("--games", type=Path, help="the runs' game tree (the recipe's WORK/data/games)")
     parser.add_argument("--gpu", required=True, help="names the result files: learning_<gpu>.json/.png")
     parser.add_argument("--train-batch", type=int, required=True, help="games per iteration, B")
     parser.add_argument("--group-size", type=int, required=True, help="sessions per game, G")
@@ -196,6 +262,15 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as err:
             raise SystemExit(f"{log}: {err}") from None
         runs.append({"estimator": estimator, "seed": seed, "curve": curve})
+    outcomes = None
+    if args.episodes:
+        if args.games is None:
+            raise SystemExit("--episodes needs --games: the game tree names each episode's game")
+        openings = opening_games(args.games, "valid_unseen")
+        outcomes = {}
+        for text in args.episodes:
+            estimator, seed, path = parse_run(text)
+            outcomes[estimator, seed] = game_outcomes(read_episodes(path), openings)
     sft_level = {split: float(np.mean([run["curve"][0][split] for run in runs])) for split in SPLITS}
     stage_dir = args.work / "stage_seconds"
     result = {
@@ -211,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
                 "eval": sft_eval(args.work / "sft_eval.json")},
         "eval": {"temperature": args.temperature},
         "runs": runs,
-        "comparison": comparison(runs),
+        "comparison": comparison(runs, outcomes),
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"learning_{args.gpu}.json"

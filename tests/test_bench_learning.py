@@ -3,9 +3,13 @@ import json
 import pathlib
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from alfworld_games import GAMES_ROOT
+from molmo_agent.envs.alfworld.games import load_games
+from molmo_agent.envs.prompts import build_prompt
 from verl.utils.logger.aggregate_logger import concat_dict_to_str
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -110,3 +114,44 @@ def test_parameter_counts_split_off_the_two_token_tables(molmo2_dir):
     assert counts["embedding_params"] == sum(rows * width for rows, width in tables)
     assert counts["params"] > counts["embedding_params"]
     assert learning.parameter_counts(molmo2_dir / "nowhere") is None
+
+
+def test_the_bootstrap_draws_games_and_seeds_with_replacement():
+    rng = np.random.default_rng(0)
+    assert set(learning.bootstrap_over_games_and_seeds(np.full((2, 5), 0.25), rng)) == {0.25}
+    # one seed, one won game of four: each resample's mean is a count of that game's draws over four
+    resampled = learning.bootstrap_over_games_and_seeds(np.array([[1.0, 0.0, 0.0, 0.0]]), rng)
+    assert resampled.shape == (learning.BOOTSTRAP_SAMPLES,)
+    assert set(np.round(resampled * 4, 9)) <= {0, 1, 2, 3, 4} and resampled.mean() == pytest.approx(0.25, abs=0.02)
+    # two seeds whose differences cancel game by game: any draw of both seeds averages to 0, a draw of one twice
+    # to that seed's mean over the drawn games
+    resampled = learning.bootstrap_over_games_and_seeds(np.array([[1.0, -1.0], [-1.0, 1.0]]), rng)
+    assert set(np.round(resampled, 9)) <= {-1.0, 0.0, 1.0}
+
+
+def test_episodes_are_paired_game_by_game():
+    openings = learning.opening_games(GAMES_ROOT, "valid_unseen")
+    games = sorted(openings.items(), key=lambda item: item[1])
+    assert len(games) == len(load_games(str(GAMES_ROOT), "valid_unseen"))
+
+    def episode(step, opening, acc):
+        (task, room), _ = opening
+        # as verl decodes it: the chat template's words around our first-step prompt
+        return {"step": step, "opening_prompt": f"user\n{build_prompt(task, room, ['look'])}\nassistant\n",
+                "acc": acc}
+
+    episodes = [episode(0, games[0], 1.0), episode(0, games[1], 0.0), episode(5, games[0], 0.0),
+                {"step": 5, "opening_prompt": "a game of another split", "acc": 1.0}]
+    assert learning.game_outcomes(episodes, openings) == {0: {games[0][1]: 1.0, games[1][1]: 0.0},
+                                                          5: {games[0][1]: 0.0}}
+
+    runs = [{"estimator": e, "seed": s, "curve": [{"iteration": 0, "env_steps": 0, "valid_unseen": 0.0},
+                                                  {"iteration": 5, "env_steps": 100, "valid_unseen": u}]}
+            for e, s, u in (("gigpo", 0, 0.5), ("grpo", 0, 0.0))]
+    outcomes = {("gigpo", 0): {5: {games[0][1]: 1.0, games[1][1]: 0.0}},
+                ("grpo", 0): {5: {games[0][1]: 0.0, games[1][1]: 0.0}}}
+    paired = learning.comparison(runs, outcomes)
+    assert paired["bootstrap"] == "paired over games and seeds (2 valid_unseen games x 1 seeds)"
+    assert paired["gigpo_minus_grpo_valid_unseen"] == 0.5
+    assert paired["ci95"] == [0.0, 1.0]  # two games, one won by GiGPO alone
+    assert learning.comparison(runs)["ci95"] == [0.5, 0.5]  # one seed: nothing to resample without games

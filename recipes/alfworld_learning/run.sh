@@ -26,7 +26,7 @@
 #             validation's step samples into WORK/runs/<run>/validation (validation_dump.py keeps each episode's
 #             opening prompt and outcome: the report pairs the estimators game by game)
 #   rl-gigpo, rl-grpo   one estimator's runs only
-#   report    bench/learning.py: the JSON and the plot from the runs' logs
+#   report    bench/learning.py: the JSON and the plot from the runs' logs (and validation episodes)
 #
 # Variables (defaults in brackets):
 #   WORK [$HOME/alfworld_learning]   PRESET [small]   GPU [h200] (names the result files)
@@ -172,16 +172,24 @@ stage_rl_estimator() {
 
 stage_rl() { stage_rl_estimator gigpo && stage_rl_estimator grpo; }
 
-stage_report() {
-  local runs=() seed estimator
+stage_report() {  # the curves; the interval pairs games too where every run's validations were dumped
+  local runs=() episodes=() seed estimator dir
   for estimator in gigpo grpo; do
-    for seed in $SEEDS; do runs+=("$estimator:$seed:$WORK/runs/${estimator}_seed$seed/train.log"); done
+    for seed in $SEEDS; do
+      dir=$WORK/runs/${estimator}_seed$seed
+      runs+=("$estimator:$seed:$dir/train.log")
+      if [ -d "$dir/validation" ]; then
+        "$PYTHON" -m molmo_agent.integrations.verl.validation_dump "$dir/validation" --out "$dir/episodes.jsonl.gz"
+        episodes+=("$estimator:$seed:$dir/episodes.jsonl.gz")
+      fi
+    done
   done
+  [ ${#episodes[@]} -eq ${#runs[@]} ] && episodes=(--episodes "${episodes[@]}" --games "$GAMES") || episodes=()
   "$PYTHON" "$repo/bench/learning.py" --gpu "$GPU" --work "$WORK" --preset "$PRESET" \
     --model "$(base_model)" --sft-model "$SFT_MODEL" --sft-source "$SFT_SOURCE" --temperature "$TEMPERATURE" \
     --train-batch "$TRAIN_BATCH" --group-size "$GROUP_SIZE" --games-seed "${GAMES_SEED:-0}" \
     --command "recipes/alfworld_learning/run.sh (SEEDS='$SEEDS' ITERATIONS=$ITERATIONS LR=$LR PENALTY=$PENALTY)" \
-    --out-dir "$repo/bench/results" "${runs[@]}"
+    --out-dir "$repo/bench/results" "${runs[@]}" "${episodes[@]}"
 }
 
 run_stage() {
