@@ -18,8 +18,8 @@ one-time costs (the allocator's pools, pinned host buffers, first-call kernels),
 actor's (torch's counters, as verl logs them) and the node's (nvidia-smi every 0.5 s: every process, vLLM
 included, on the fullest GPU). vLLM runs with CUDA graphs as training does, unless --eager.
 
-bench/results/e2e_<gpu>.json (Sokoban: e2e_sokoban_<gpu>.json) holds a list of rows, one per run, each under its --label with the command, the speed
-switches it ran with (SWITCHES: "0" turns a change off, unset is on) and its overrides; a run appends its row.
+bench/results/e2e_<gpu>.json (Sokoban: e2e_sokoban_<gpu>.json; on N > 1 GPUs <gpu>xN, e.g. e2e_h200x2.json)
+holds a list of rows, one per run, each under its --label with the command, the speed switches it ran with (SWITCHES: "0" turns a change off, unset is on) and its overrides; a run appends its row.
 verl's own behaviour, for a baseline row measured with the same code:
 
     MOLMO_AGENT_FAST_LOGPROBS=0 MOLMO_AGENT_REF_ON_GPU=0 python bench/e2e.py --label baseline \
@@ -126,6 +126,12 @@ def append_row(path: pathlib.Path, row: dict) -> None:
     path.write_text(json.dumps({"bench": "e2e", "rows": [*rows, row]}, indent=2) + "\n")
 
 
+def result_path(env: str, device: str, gpus: int) -> pathlib.Path:
+    """bench/results/e2e[_<env>]_<device>[x<gpus>].json: one file per environment, GPU model and GPU count."""
+    name = "e2e" + ("" if env == "alfworld" else f"_{env}")
+    return ROOT / "bench" / "results" / f"{name}_{device}{f'x{gpus}' if gpus > 1 else ''}.json"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", choices=("alfworld", "sokoban"), default="alfworld")
@@ -202,7 +208,7 @@ def main() -> None:
     row["peak_gpu_memory_gb"]["nvidia_smi_memory_used"] = node_peak_mib and round(node_peak_mib / 1024, 1)
     if args.env == "sokoban":
         row["image_tokens_per_step"] = image_tokens_per_step(model, steps)
-    out = ROOT / "bench" / "results" / f"e2e{'' if args.env == 'alfworld' else '_' + args.env}_{harness.device_tag()}.json"
+    out = result_path(args.env, harness.device_tag(), args.gpus)
     append_row(out, row)
     print(json.dumps({k: row[k] for k in ("label", "first_iteration", "steady_state", "peak_gpu_memory_gb")},
                      indent=2))

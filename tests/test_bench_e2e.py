@@ -87,3 +87,9 @@ def test_sokoban_rows_count_one_pictures_image_tokens_per_step(molmo2_dir):
     # One 378x378 crop: the 14x14 global view and a 1x1 crop grid of 14 rows of 14 patches plus a column token
     # each, with start/end tokens: the processor's own count.
     assert tokens == 2 + 14 * 14 + 2 + 14 * 15
+
+
+def test_each_gpu_count_has_its_own_result_file():
+    names = [e2e.result_path(env, "h200", gpus).name for env, gpus in
+             (("alfworld", 1), ("alfworld", 2), ("sokoban", 1), ("sokoban", 2))]
+    assert names == ["e2e_h200.json", "e2e_h200x2.json", "e2e_sokoban_h200.json", "e2e_sokoban_h200x2.json"]

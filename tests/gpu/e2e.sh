@@ -21,16 +21,21 @@
 # (tests/test_gpu_negative_control.py keeps it so).
 # Variables: GAMES (alfworld: an existing game tree), E2E_S (time limit of each run, default 540 s), E2E_WORK
 # (work folder, default $HOME/molmo_agent_e2e[_sokoban]: kept between calls), RAY_STOP (1: `ray stop` before
-# each run, for a run killed by its time limit; 0 when other runs share the node, as background.sh lanes do).
+# each run, for a run killed by its time limit; 0 when other runs share the node, as background.sh lanes do),
+# E2E_GPUS (default 1: FSDP over that many GPUs) and E2E_TP (vLLM's tensor-parallel size, default E2E_GPUS); with
+# more than one GPU the work folder's name ends in _<N>gpu. E2E_RAY_ADDRESS (e.g. http://127.0.0.1:8265): submit each
+# run as a job to that running Ray cluster (`ray job submit --working-dir . -- ...`) instead of starting one.
 set -euo pipefail
 export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1 VLLM_USE_FLASHINFER_SAMPLER=0
 phase=${1:-all}
 ENV_NAME=${E2E_ENV:-alfworld}
 OUT=${OUT:-$PWD/e2e-out}
+GPUS=${E2E_GPUS:-1}
+suffix=$([ "$GPUS" = 1 ] || echo "_${GPUS}gpu")
 case $ENV_NAME in
-  alfworld) WORK=${E2E_WORK:-$HOME/molmo_agent_e2e} LAUNCH=examples/gigpo_trainer/run_alfworld_molmo2.sh
+  alfworld) WORK=${E2E_WORK:-$HOME/molmo_agent_e2e$suffix} LAUNCH=examples/gigpo_trainer/run_alfworld_molmo2.sh
             VAL_DATA=("$WORK/data/valid_seen.parquet" "$WORK/data/valid_unseen.parquet") CHECK_ARGS=() GAIN=1 ;;
-  sokoban)  WORK=${E2E_WORK:-$HOME/molmo_agent_e2e_sokoban} LAUNCH=examples/gigpo_trainer/run_sokoban_molmo2.sh
+  sokoban)  WORK=${E2E_WORK:-$HOME/molmo_agent_e2e_sokoban$suffix} LAUNCH=examples/gigpo_trainer/run_sokoban_molmo2.sh
             VAL_DATA=("$WORK/data/valid.parquet") CHECK_ARGS=(--images-per-step 1) GAIN=3 ;;
   *) echo "E2E_ENV=$ENV_NAME: expected alfworld or sokoban"; exit 2 ;;
 esac
@@ -39,22 +44,25 @@ PY=${PYTHON:-python3}
 
 run() {  # run STEPS LOG CKPT: train until global step STEPS (resuming from CKPT when it holds a checkpoint)
   local status=0
-  # a run killed by its time limit may leave Ray's processes behind
-  [ "${RAY_STOP:-1}" = 0 ] || ray stop --force >/dev/null 2>&1 || true
-  MODEL_PATH=$WORK/model DATA_DIR=$WORK/data N_GPUS=1 TRAIN_BATCH=2 GROUP_SIZE=2 MAX_STEPS=3 OFFLOAD=False \
-    PYTHON=$PY timeout "${E2E_S:-540}" bash "$LAUNCH" \
-    data.max_prompt_length=1536 data.max_response_length=48 \
-    actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 \
-    actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4 \
-    actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4 \
-    actor_rollout_ref.rollout.gpu_memory_utilization=0.3 actor_rollout_ref.rollout.enforce_eager=True \
-    actor_rollout_ref.rollout.calculate_log_probs=True \
-    actor_rollout_ref.rollout.agent.num_workers=1 \
-    actor_rollout_ref.rollout.val_kwargs.temperature=0.4 \
-    trainer.total_training_steps="$1" trainer.total_epochs=100 trainer.val_before_train=False \
-    trainer.test_freq=2 trainer.save_freq=2 trainer.default_local_dir="$3" \
-    trainer.logger='[console,tensorboard]' trainer.experiment_name="e2e_$ENV_NAME" \
-    2>&1 | tee "$WORK/$2" || status=$?
+  # a run killed by its time limit may leave Ray's processes behind (never stop a cluster the run is submitted to)
+  [ "${RAY_STOP:-1}" = 0 ] || [ -n "${E2E_RAY_ADDRESS:-}" ] || ray stop --force >/dev/null 2>&1 || true
+  local launch=(env MODEL_PATH="$WORK/model" DATA_DIR="$WORK/data" N_GPUS="$GPUS" TP="${E2E_TP:-$GPUS}" TRAIN_BATCH=2
+    GROUP_SIZE=2 MAX_STEPS=3 OFFLOAD=False PYTHON="$PY" bash "$LAUNCH"
+    data.max_prompt_length=1536 data.max_response_length=48
+    actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4
+    actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4
+    actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4
+    actor_rollout_ref.rollout.gpu_memory_utilization=0.3 actor_rollout_ref.rollout.enforce_eager=True
+    actor_rollout_ref.rollout.calculate_log_probs=True
+    actor_rollout_ref.rollout.agent.num_workers=1
+    actor_rollout_ref.rollout.val_kwargs.temperature=0.4
+    trainer.total_training_steps="$1" trainer.total_epochs=100 trainer.val_before_train=False
+    trainer.test_freq=2 trainer.save_freq=2 trainer.default_local_dir="$3"
+    "trainer.logger=[console,tensorboard]" trainer.experiment_name="e2e_$ENV_NAME")
+  # E2E_RAY_ADDRESS: the same command as the entrypoint of a job on a running Ray cluster (docs/training.md)
+  [ -z "${E2E_RAY_ADDRESS:-}" ] ||
+    launch=(ray job submit --address "$E2E_RAY_ADDRESS" --working-dir . -- "${launch[@]}")
+  timeout "${E2E_S:-540}" "${launch[@]}" 2>&1 | tee "$WORK/$2" || status=$?
   cp "$WORK/$2" "$OUT/"
   return "$status"
 }

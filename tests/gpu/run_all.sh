@@ -6,6 +6,10 @@
 #   e2e    tests/gpu/e2e.sh: two GiGPO iterations through Ray + FSDP + vLLM, then a resumed third
 #   e2e-sokoban  e2e.sh on visual Sokoban (E2E_ENV=sokoban): one image in every step sample, then a negative
 #          control (the trainer's pixels zeroed: the correlation must fall below the threshold)   ~15 min
+#   e2e-2gpu, e2e-sokoban-2gpu  the same on two GPUs: FSDP over both, vLLM at tensor-parallel size 2 (E2E_TP)
+#   ray-job    e2e.sh through a Ray cluster: `ray start --head` (object store sized explicitly: RAY_OBJECT_STORE_GB,
+#          default 20, since some nodes' MemTotal starts far below their memory), each run submitted with
+#          `ray job submit` (docs/training.md), then `ray stop`
 #   sft    tests/gpu/sft.sh: the learning recipe's stages in small (tiny model, ~20 SFT steps, evaluation, 2 GiGPO
 #          iterations from the SFT checkpoint); run it before any real run of recipes/alfworld_learning
 #   learn-sft  the learning recipe's first stages at full size (recipes/alfworld_learning/run.sh model games
@@ -59,6 +63,15 @@ learn_sft() {  # the recipe's stages up to the SFT checkpoint's evaluation, then
     echo "PASS learn-sft: SFT success $(python3 -c "import json, sys; print({s: v['success'] for s, v in \
 json.load(open(sys.argv[1]))['splits'].items()})" "$work/sft_eval.json"), parts in $work/sft_parts"
 }
+ray_job() {  # e2e.sh's runs as jobs of a Ray cluster started here, as a user's cluster runs them
+  local status=0
+  ray start --head --dashboard-host=127.0.0.1 --dashboard-port=8265 \
+    --object-store-memory=$(( ${RAY_OBJECT_STORE_GB:-20} * 1024 ** 3 )) || return 1
+  E2E_RAY_ADDRESS=http://127.0.0.1:8265 E2E_WORK=$HOME/molmo_agent_e2e_ray_job bash tests/gpu/e2e.sh all || status=$?
+  ray status | head -20
+  ray stop --force > /dev/null 2>&1
+  [ $status -eq 0 ] && echo "PASS ray-job: $(tail -1 "$OUT/e2e_check_alfworld.txt")"
+}
 learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under the stage's time limit
   local work=${LEARN_WORK:-$HOME/alfworld_learning} status=0 log
   case ${LEARN_ESTIMATOR:-} in gigpo | grpo) ;; *) echo "learn-rl: set LEARN_ESTIMATOR to gigpo or grpo"; return 2 ;; esac
@@ -88,6 +101,10 @@ for stage in "${stages[@]}"; do
     e2e)   bash tests/gpu/e2e.sh all && echo "PASS e2e: $(tail -1 "$OUT/e2e_check_alfworld.txt")" ;;
     e2e-sokoban) E2E_ENV=sokoban bash tests/gpu/e2e.sh all &&
       echo "PASS e2e-sokoban: $(grep '^negative control ok' "$OUT/e2e_check_sokoban.txt"); $(tail -1 "$OUT/e2e_check_sokoban.txt")" ;;
+    e2e-2gpu) E2E_GPUS=2 bash tests/gpu/e2e.sh all && echo "PASS e2e-2gpu: $(tail -1 "$OUT/e2e_check_alfworld.txt")" ;;
+    e2e-sokoban-2gpu) E2E_ENV=sokoban E2E_GPUS=2 bash tests/gpu/e2e.sh all &&
+      echo "PASS e2e-sokoban-2gpu: $(grep '^negative control ok' "$OUT/e2e_check_sokoban.txt"); $(tail -1 "$OUT/e2e_check_sokoban.txt")" ;;
+    ray-job) ray_job ;;
     sft)   bash tests/gpu/sft.sh all && echo "PASS sft: SFT checkpoint evaluated and trained 2 GiGPO iterations" ;;
     learn-sft) learn_sft ;;
     learn-rl) learn_rl ;;
@@ -110,7 +127,7 @@ for stage in "${stages[@]}"; do
     bench-overlap) bench_inputs &&
       timeout "${OVERLAP_S:-600}" python3 bench/rollout_overlap.py --model "$FOURB" \
         --games-root "$GAMES/json_2.1.1/train" ;;
-    *)     echo "unknown stage (tiny, e2e, e2e-sokoban, sft, learn-sft, learn-rl, 4b, bench, bench-e2e, bench-e2e-sokoban, bench-e2e-rows, bench-overlap)"; false ;;
+    *)     echo "unknown stage (tiny, e2e, e2e-sokoban, e2e-2gpu, e2e-sokoban-2gpu, ray-job, sft, learn-sft, learn-rl, 4b, bench, bench-e2e, bench-e2e-sokoban, bench-e2e-rows, bench-overlap)"; false ;;
   esac
   status=$?
   [ $status -eq 0 ] || echo "FAIL stage $stage: exit status $status$([ $status -eq 124 ] && echo ' (time limit)')"
