@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STUB_RUN_ALL = 'echo $$ > "$OUT/pid"; exec sleep 60\n'
+STUB_RUN_ALL = 'echo "$LANE" > "$OUT/lane"; echo $$ > "$OUT/pid"; exec sleep 60\n'
 
 
 def _checkout(tmp_path: Path) -> Path:
@@ -53,6 +53,8 @@ def test_a_lane_may_not_start_on_a_gpu_a_running_lane_uses(tmp_path: Path) -> No
         deadline = time.time() + 20
         while not (home / "bg-out-a" / "pid").exists() and time.time() < deadline:
             time.sleep(0.1)
+        # the lane's name reaches run_all.sh, which names its work folders after it
+        assert (home / "bg-out-a" / "lane").read_text() == "a\n"
 
         refused = _start(repo, home, "b", "1,0")
         assert refused.returncode == 2

@@ -48,7 +48,7 @@ case ${1:-} in
     # (the device tool's copy can carry an older index than its files).
     git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} sh -c '[ -f "$1" ] && cp --parents -t "$0" "$1"' "$bg" {}
     lane_env=()
-    [ $isolated = 1 ] && lane_env=(PROJECT="$HOME/project-$lane" RAY_STOP=0)
+    [ $isolated = 1 ] && lane_env=(PROJECT="$HOME/project-$lane" RAY_STOP=0 LANE="$lane")
     run='bash tests/gpu/run_all.sh "${@:2}" > "$0/console.log" 2>&1; touch "$1"'  # $0: output folder, $1: done mark
     # every process of the lane off this command's output, so that the command returns at once
     (cd "$bg" && env OUT="$bg_out" "${lane_env[@]}" setsid nohup bash -c "$run" "$bg_out" "$bg.done" "$@" &) \
@@ -71,7 +71,9 @@ case ${1:-} in
       cp "$bg_out"/* "$collected/$lane/" 2>/dev/null
       cp "$bg"/bench/results/*.json "$collected/$lane/bench-results/" 2>/dev/null
     done
-    cp "$HOME"/bench_e2e/train.log "$collected/bench_e2e_train.log" 2>/dev/null
+    for log in "$HOME"/bench_e2e*/train.log; do
+      [ -f "$log" ] && cp "$log" "$collected/$(basename "$(dirname "$log")")_train.log"
+    done
     # One file: the device tool brings back at most 8 files from $OUT.
     tar -czf "${OUT:?}/lanes.tar.gz" -C "$collected" . && rm -rf "$collected"
     echo "logs and JSON of every lane: \$OUT/lanes.tar.gz ($(du -h "$OUT/lanes.tar.gz" | cut -f1))"

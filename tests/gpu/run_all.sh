@@ -15,7 +15,7 @@
 #   learn-sft  the learning recipe's first stages at full size (recipes/alfworld_learning/run.sh model games
 #          sft-data sft sft-eval: the small preset, 200/50/50 games, SFT, the SFT checkpoint's success on both
 #          splits), then the SFT checkpoint in 16 MiB bf16 parts (molmo_agent.models.checkpoint_parts) for the
-#          next machine; work in LEARN_WORK ($HOME/alfworld_learning), logs and JSON to $OUT      ~15 min
+#          next machine; work in LEARN_WORK ($HOME/alfworld_learning[-LANE]), logs and JSON to $OUT      ~15 min
 #   learn-rl   the learning recipe's RL runs of one estimator (LEARN_ESTIMATOR: gigpo or grpo; seeds LEARN_SEEDS,
 #          default 0) from an SFT checkpoint carried in as learn-sft's parts (LEARN_SFT_PARTS, default
 #          $HOME/acc-sft; the SHA-256 of its weights is printed), on the same generated games; each run stops at
@@ -44,8 +44,12 @@ cd "$(dirname "$0")/../.." || exit 1
 . tests/gpu/env.sh || exit 1
 export OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-FOURB=$HOME/molmo2-checkpoints/molmo2-4b-shape  # made by the 4b or bench stage, or by bench_inputs
-GAMES=$HOME/bench_e2e/games  # bench/e2e.py's game tree (its --work is $HOME/bench_e2e), shared with bench-overlap
+# Work folders under $HOME; a background lane (LANE, set by background.sh) gets its own, so that lanes running the
+# same stage never write into each other's.
+lane=${LANE:+-$LANE}
+FOURB=$HOME/molmo2-checkpoints$lane/molmo2-4b-shape  # made by the 4b or bench stage, or by bench_inputs
+BENCH_WORK=$HOME/bench_e2e$lane  # bench/e2e.py's --work
+GAMES=$BENCH_WORK/games  # bench/e2e.py's game tree, shared with bench-overlap
 bench_inputs() {  # the 4b-shape checkpoint and the 8 training games both 4B benches play, each made once
   { [ -f "$FOURB/config.json" ] || python3 -m molmo_agent.models.molmo2.make_checkpoint "$FOURB" --size 4b-shape \
       --device cuda; } &&
@@ -53,7 +57,7 @@ bench_inputs() {  # the 4b-shape checkpoint and the 8 training games both 4B ben
       --valid-unseen 1 --seed 0 --workers 4; }
 }
 learn_sft() {  # the recipe's stages up to the SFT checkpoint's evaluation, then its parts
-  local work=${LEARN_WORK:-$HOME/alfworld_learning} status=0
+  local work=${LEARN_WORK:-$HOME/alfworld_learning$lane} status=0
   WORK=$work timeout "${LEARN_SFT_S:-1800}" \
     bash recipes/alfworld_learning/run.sh model games sft-data sft sft-eval || status=$?
   cp "$work"/*.log "$work"/*.json "$OUT/" 2>/dev/null
@@ -74,7 +78,7 @@ ray_job() {  # e2e.sh's runs as jobs of a Ray cluster started here, as a user's 
   [ $status -eq 0 ] && echo "PASS ray-job: $(tail -1 "$OUT/e2e_check_alfworld.txt")"
 }
 learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under the stage's time limit
-  local work=${LEARN_WORK:-$HOME/alfworld_learning} status=0 log
+  local work=${LEARN_WORK:-$HOME/alfworld_learning$lane} status=0 log
   case ${LEARN_ESTIMATOR:-} in gigpo | grpo) ;; *) echo "learn-rl: set LEARN_ESTIMATOR to gigpo or grpo"; return 2 ;; esac
   mkdir -p "$work"
   [ -f "$work/sft_model/config.json" ] ||
@@ -112,10 +116,10 @@ for stage in "${stages[@]}"; do
     4b)    timeout "${FOURB_S:-360}" python3 tests/gpu/check_vllm_molmo2.py --size 4b-shape --checks plugin,tokens,parity ;;
     bench) timeout "${BENCH_S:-480}" python3 bench/vllm_molmo2.py ;;
     bench-e2e) bench_inputs &&
-      timeout "${BENCH_E2E_S:-1800}" python3 bench/e2e.py --model "$FOURB" --work "$HOME/bench_e2e" \
+      timeout "${BENCH_E2E_S:-1800}" python3 bench/e2e.py --model "$FOURB" --work "$BENCH_WORK" \
         ${BENCH_E2E_LABEL:+--label "$BENCH_E2E_LABEL"} ${BENCH_E2E_ARGS:-} ;;
     bench-e2e-sokoban) bench_inputs &&
-      timeout "${BENCH_E2E_S:-1800}" python3 bench/e2e.py --env sokoban --model "$FOURB" --work "$HOME/bench_e2e" \
+      timeout "${BENCH_E2E_S:-1800}" python3 bench/e2e.py --env sokoban --model "$FOURB" --work "$BENCH_WORK" \
         ${BENCH_E2E_LABEL:+--label "$BENCH_E2E_LABEL"} ${BENCH_E2E_ARGS:-} ;;
     bench-e2e-rows) row_number=0; bench_inputs &&  # label | MOLMO_AGENT_FAST_LOGPROBS | MOLMO_AGENT_REF_ON_GPU | reference dtype
       for row in "baseline|0|0|fp32" "chunked log-probs|1|0|fp32" "bf16 reference|1|0|bf16" \
@@ -124,7 +128,7 @@ for stage in "${stages[@]}"; do
         # BENCH_E2E_ROWS (e.g. "1 2"): only those rows, so that two GPUs' lanes can share the four
         [[ " ${BENCH_E2E_ROWS:-1 2 3 4} " == *" $(( ++row_number )) "* ]] || continue
         MOLMO_AGENT_FAST_LOGPROBS=$fast MOLMO_AGENT_REF_ON_GPU=$on_gpu timeout "${BENCH_E2E_S:-1800}" \
-          python3 bench/e2e.py --model "$FOURB" --work "$HOME/bench_e2e" --label "$label" \
+          python3 bench/e2e.py --model "$FOURB" --work "$BENCH_WORK" --label "$label" \
           actor_rollout_ref.ref.fsdp_config.model_dtype="$dtype" || { row_status=$?; break; }
       done; [ "${row_status:-0}" -eq 0 ] || (exit "$row_status") ;;
     bench-overlap) bench_inputs &&
