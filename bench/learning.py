@@ -82,7 +82,8 @@ def opening_games(games_root: Path, split: str) -> dict[tuple[str, str], str]:
     return openings
 
 
-def game_outcomes(episodes: list[dict[str, Any]], openings: dict[tuple[str, str], str]) -> dict[int, dict[str, float]]:
+def game_outcomes(episodes: list[dict[str, Any]],
+                  openings: dict[tuple[str, str], str]) -> dict[int, dict[str, float]]:
     """{validation step: {game path: success}} of the episodes whose opening prompt shows one of `openings`'
     games; an episode matching two games raises ValueError (it could not be paired)."""
     outcomes: dict[int, dict[str, float]] = {}
@@ -115,7 +116,8 @@ def bootstrap_over_games_and_seeds(differences: np.ndarray, rng: np.random.Gener
     return differences[seeds[:, :, None], games[:, None, :]].mean(axis=(1, 2))
 
 
-def comparison(runs: list[dict[str, Any]], outcomes: dict[tuple[str, int], dict[int, dict[str, float]]] | None = None,
+def comparison(runs: list[dict[str, Any]],
+               outcomes: dict[tuple[str, int], dict[int, dict[str, float]]] | None = None,
                rng_seed: int = 0) -> dict[str, Any]:
     """GiGPO minus GRPO valid_unseen success at the last validation at or below the largest environment-step count
     every run reached, paired by seed, with a 95 % bootstrap interval: over games and seeds when `outcomes`
@@ -136,6 +138,7 @@ def comparison(runs: list[dict[str, Any]], outcomes: dict[tuple[str, int], dict[
         if not games:
             raise ValueError("the runs' validation episodes share no valid_unseen game at the compared iterations")
         by_game = np.array([[played["gigpo", s][g] - played["grpo", s][g] for g in games] for s in seeds])
+        differences = by_game.mean(axis=1)  # the games every run played (an environment failure drops one)
         resampled = bootstrap_over_games_and_seeds(by_game, rng)
         bootstrap = f"paired over games and seeds ({len(games)} valid_unseen games x {len(seeds)} seeds)"
     else:
