@@ -5,18 +5,19 @@ peak GPU memory.
                         [--max-steps 10|15] [--response 128] [--gpus 1] [--offload False] [--model DIR] [--eager]
                         [HYDRA_OVERRIDE ...]
 
-Makes a random Molmo2 checkpoint with Molmo2-4B's shapes (`make_checkpoint --size 4b-shape`) unless --model
-names one, generates games (Sokoban: levels), prepares the data and runs --iterations iterations of the
-environment's launch script (`examples/gigpo_trainer/run_alfworld_molmo2.sh` or `run_sokoban_molmo2.sh`: Ray +
-FSDP + vLLM, weight sync included; extra Hydra overrides are passed on). Sokoban's rows also give the image tokens
-of a step (one 378x378 picture through the checkpoint's processor) and `env/images_per_step`. From verl's
-console line of each iteration it keeps the stage times — rollout (`gen`: the agent loop, generation and
-environment together), log-probs (`old_log_prob`, `ref`), advantage (`adv`), update (`update_actor`), weight sync (`update_weights`) — verl's `perf/mfu/actor`, and how a session's time splits
-between waiting for generation and for the environment (our trainer's `agent/*`). The first iteration pays
-one-time costs (the allocator's pools, pinned host buffers, first-call kernels), so it is reported apart
-(`first_iteration`); `steady_state` holds the medians over iterations 2..N. Peak GPU memory is over the run: the
-actor's (torch's counters, as verl logs them) and the node's (nvidia-smi every 0.5 s: every process, vLLM
-included, on the fullest GPU). vLLM runs with CUDA graphs as training does, unless --eager.
+Makes a random Molmo2 checkpoint with Molmo2-4B's shapes (`make_checkpoint --size 4b-shape`) unless --model names
+one, generates games (Sokoban: levels), prepares the data and runs --iterations iterations of the environment's
+launch script (`examples/gigpo_trainer/run_alfworld_molmo2.sh` or `run_sokoban_molmo2.sh`: Ray + FSDP + vLLM, weight
+sync included; extra Hydra overrides are passed on). Sokoban's rows also give the image tokens of a step (one
+378x378 picture through the checkpoint's processor) and `env/images_per_step`. From verl's console line of each
+iteration it keeps the stage times — rollout (`gen`: the agent loop, generation and environment together), log-probs
+(`old_log_prob`, `ref`), advantage (`adv`), update (`update_actor`), weight sync (`update_weights`) — verl's
+`perf/mfu/actor`, and how a session's time splits between waiting for generation and for the environment (our
+trainer's `agent/*`). The first iteration pays one-time costs (the allocator's pools, pinned host buffers,
+first-call kernels), so it is reported apart (`first_iteration`); `steady_state` holds the medians over iterations
+2..N. Peak GPU memory is over the run: the actor's (torch's counters, as verl logs them) and the node's (nvidia-smi
+every 0.5 s: every process, vLLM included, on the fullest GPU). vLLM runs with CUDA graphs as training does, unless
+--eager.
 
 bench/results/e2e_<gpu>.json (Sokoban: e2e_sokoban_<gpu>.json; on N > 1 GPUs <gpu>xN, e.g. e2e_h200x2.json)
 holds a list of rows, one per run, each under its --label with the command, the speed switches it ran with
