@@ -2,9 +2,11 @@
 
     python tests/gpu/check_vllm_molmo2.py --size tiny      # every check
     python tests/gpu/check_vllm_molmo2.py --size 4b-shape --checks plugin,tokens,parity
+    python tests/gpu/check_vllm_molmo2.py --size tiny --tp 2     # every engine tensor-parallel over two GPUs
 
 Prints one line per check ("PASS name: detail" / "FAIL name: detail") and writes
-$OUT/vllm_molmo2_checks_<size>.json. Checks:
+$OUT/vllm_molmo2_checks_<size>[_tp<N>].json. With --tp N every engine runs on N GPUs; a sync then feeds each
+rank from its own sender, as verl's trainer ranks do, and parameters compare rank by rank. Checks:
 - plugin: vLLM's registry in this process, and the model and config classes inside the engine's worker
   process, are ours (our `vllm.general_plugins` entry point ran there); vLLM resolves our processor with
   trust_remote_code=False.
@@ -232,7 +234,7 @@ def check_tokens(report, llm, prompt: Prompt, text_prompt: Prompt) -> None:
         report.add(f"tokens_{name}", same, detail)
 
 
-def check_bad_input(report, llm, layout_example: tuple[str, torch.Tensor]) -> None:
+def check_bad_input(report, llm, layout_example: tuple[str, torch.Tensor], ranks: int) -> None:
     name, tensor = layout_example
     cases = {
         "bad_input_unknown_name": ("model.transformer.blocks.0.not_a_weight", tensor),
@@ -240,7 +242,8 @@ def check_bad_input(report, llm, layout_example: tuple[str, torch.Tensor]) -> No
     }
     for check, (bad_name, bad_tensor) in cases.items():
         try:
-            harness.sync_weights_like_verl(llm, [(bad_name, bad_tensor)], bucket_bytes=1 << 20, timeout=60)
+            harness.sync_weights_like_verl(llm, [(bad_name, bad_tensor)], bucket_bytes=1 << 20, timeout=60,
+                                           ranks=ranks)
         except Exception as error:  # the worker's ValueError, relayed by vLLM
             text = str(error)
             report.add(check, f"Molmo2 weight {bad_name!r}" in text, f"error names the tensor: ...{text[-300:]}")
@@ -255,6 +258,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path.home() / "molmo2-checkpoints", help="checkpoint folder")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")), help="JSON summary folder")
     parser.add_argument("--memory", type=float, default=None, help="gpu_memory_utilization per engine")
+    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel size of every engine (GPUs each)")
     args = parser.parse_args()
     checks = args.checks.split(",")
     unknown = set(checks) - set(ALL_CHECKS)
@@ -268,9 +272,9 @@ def main() -> None:
     from molmo_agent.models import molmo2
 
     molmo2.register()
-    report = harness.Report(args.out / f"vllm_molmo2_checks_{args.size}.json",
+    report = harness.Report(args.out / f"vllm_molmo2_checks_{args.size}{f'_tp{args.tp}' if args.tp > 1 else ''}.json",
                             {"size": args.size, "checks_run": checks, "device": torch.cuda.get_device_name(),
-                             "command": " ".join(sys.argv)})
+                             "tensor_parallel_size": args.tp, "command": " ".join(sys.argv)})
     memory = args.memory or (0.12 if args.size == "tiny" else 0.35)
     base = harness.make_checkpoint(args.root, args.size)
     a = harness.resample_weights(base, args.root / f"{args.size}-A", seed=1) if args.size == "tiny" else base
@@ -281,7 +285,8 @@ def main() -> None:
 
     def engine(model_dir: Path, **kwargs):
         engines.append(harness.start_engine(model_dir, eager=True, memory=memory, max_len=4096,
-                                            limit_mm_per_prompt={"image": 1, "video": 0}, **kwargs))
+                                            limit_mm_per_prompt={"image": 1, "video": 0},
+                                            tensor_parallel_size=args.tp, **kwargs))
         return engines[-1]
 
     try:
@@ -299,7 +304,7 @@ def main() -> None:
             guarded(report, "parity", parity, report, a, prompts, start_answers)
         if {"sync", "sleep", "bad_input"} & set(checks):
             guarded(report, "sync", sync_and_sleep, report, checks, llm, engine, base, a, args.root, prompts,
-                    start_answers)
+                    start_answers, args.tp)
         if "ray" in checks:
             guarded(report, "ray", lambda: check_plugin(report, engine(a, distributed_executor_backend="ray"), a,
                                                         name="ray_plugin"))
@@ -334,8 +339,12 @@ def parity(report, model_dir: Path, prompts: list[Prompt], answers: list[dict]) 
     torch.cuda.empty_cache()
 
 
-def sync_and_sleep(report, checks, llm, engine, base: Path, a: Path, root: Path, prompts, start_answers) -> None:
+def sync_and_sleep(report, checks, llm, engine, base: Path, a: Path, root: Path, prompts, start_answers,
+                   ranks: int) -> None:
     from safetensors.torch import load_file
+
+    def sync(weights: list[tuple[str, torch.Tensor]], bucket_bytes: int) -> float:
+        return harness.sync_weights_like_verl(llm, weights, bucket_bytes=bucket_bytes, ranks=ranks)
 
     b = harness.resample_weights(base, root / "tiny-B", seed=2)
 
@@ -362,15 +371,15 @@ def sync_and_sleep(report, checks, llm, engine, base: Path, a: Path, root: Path,
     if "sync" in checks:
         engine_b = engine(b)
         expected_b, fingerprints_b = run_engine(engine_b, prompts), harness.weight_fingerprints(engine_b)
-        seconds = harness.sync_weights_like_verl(llm, list(reversed(state_b)), bucket_bytes=1)
+        seconds = sync(list(reversed(state_b)), bucket_bytes=1)
         synced("sync_A_to_B_one_tensor_per_bucket_reversed", fingerprints_b, expected_b,
                f"{len(names)} buckets, {seconds:.2f}s")
-        seconds = harness.sync_weights_like_verl(llm, state_a, bucket_bytes=1 << 20)
+        seconds = sync(state_a, bucket_bytes=1 << 20)
         synced("sync_B_to_A_1MB_buckets", fingerprints_a, start_answers,
                f"{tables}: the larger alone, the other with its neighbours; {seconds:.2f}s")
-        seconds = harness.sync_weights_like_verl(llm, state_b, bucket_bytes=1 << 20)
+        seconds = sync(state_b, bucket_bytes=1 << 20)
         synced("sync_A_to_B_1MB_buckets", fingerprints_b, expected_b, f"{seconds:.2f}s")
-        seconds = harness.sync_weights_like_verl(llm, state_a, bucket_bytes=harness.VERL_DEFAULT_BUCKET_BYTES)
+        seconds = sync(state_a, bucket_bytes=harness.VERL_DEFAULT_BUCKET_BYTES)
         synced("sync_B_to_A_one_2GB_bucket", fingerprints_a, start_answers, f"{seconds:.2f}s")
         if "sleep" in checks:
             llm.sleep(level=1)
@@ -378,12 +387,12 @@ def sync_and_sleep(report, checks, llm, engine, base: Path, a: Path, root: Path,
             synced("sleep_level1_keeps_weights", fingerprints_a, start_answers, "sleep(1), wake_up()")
             llm.sleep(level=2)
             llm.wake_up(tags=["weights"])
-            harness.sync_weights_like_verl(llm, state_b, bucket_bytes=harness.VERL_DEFAULT_BUCKET_BYTES)
+            sync(state_b, bucket_bytes=harness.VERL_DEFAULT_BUCKET_BYTES)
             llm.wake_up(tags=["kv_cache"])
             synced("sleep_level2_then_sync_serves_B", fingerprints_b, expected_b,
                    "sleep(2), wake_up(weights), sync, wake_up(kv_cache)")
     if "bad_input" in checks:
-        check_bad_input(report, llm, next((n, t) for n, t in state_b if t.ndim == 2 and "wte." not in n))
+        check_bad_input(report, llm, next((n, t) for n, t in state_b if t.ndim == 2 and "wte." not in n), ranks)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
 #   e2e    tests/gpu/e2e.sh: two GiGPO iterations through Ray + FSDP + vLLM, then a resumed third
 #   e2e-sokoban  e2e.sh on visual Sokoban (E2E_ENV=sokoban): one image in every step sample, then a negative
 #          control (the trainer's pixels zeroed: the correlation must fall below the threshold)   ~15 min
+#   tiny-tp2   every check of `tiny` with each vLLM engine tensor-parallel over two GPUs (each rank fed by its
+#          own sender in a sync, parameters compared rank by rank)                  needs two GPUs
 #   e2e-2gpu, e2e-sokoban-2gpu  the same on two GPUs: FSDP over both, vLLM at tensor-parallel size 2 (E2E_TP)
 #   ray-job    e2e.sh through a Ray cluster: `ray start --head` (object store sized explicitly: RAY_OBJECT_STORE_GB,
 #          default 20, since some nodes' MemTotal starts far below their memory), each run submitted with
@@ -103,6 +105,7 @@ for stage in "${stages[@]}"; do
   echo "=== $stage ($(date +%T)) ==="
   case $stage in  # each stage under its own time limit (seconds), so that one hang cannot eat the others
     tiny)  timeout "${TINY_S:-540}" python3 tests/gpu/check_vllm_molmo2.py --size tiny ;;
+    tiny-tp2) timeout "${TINY_S:-540}" python3 tests/gpu/check_vllm_molmo2.py --size tiny --tp 2 ;;
     e2e)   bash tests/gpu/e2e.sh all && echo "PASS e2e: $(tail -1 "$OUT/e2e_check_alfworld.txt")" ;;
     e2e-sokoban) E2E_ENV=sokoban bash tests/gpu/e2e.sh all &&
       echo "PASS e2e-sokoban: $(grep '^negative control ok' "$OUT/e2e_check_sokoban.txt"); $(tail -1 "$OUT/e2e_check_sokoban.txt")" ;;
@@ -134,7 +137,7 @@ for stage in "${stages[@]}"; do
     bench-overlap) bench_inputs &&
       timeout "${OVERLAP_S:-600}" python3 bench/rollout_overlap.py --model "$FOURB" \
         --games-root "$GAMES/json_2.1.1/train" ;;
-    *)     echo "unknown stage (tiny, e2e, e2e-sokoban, e2e-2gpu, e2e-sokoban-2gpu, ray-job, sft, learn-sft, learn-rl, 4b, bench, bench-e2e, bench-e2e-sokoban, bench-e2e-rows, bench-overlap)"; false ;;
+    *)     echo "unknown stage (tiny, tiny-tp2, e2e, e2e-sokoban, e2e-2gpu, e2e-sokoban-2gpu, ray-job, sft, learn-sft, learn-rl, 4b, bench, bench-e2e, bench-e2e-sokoban, bench-e2e-rows, bench-overlap)"; false ;;
   esac
   status=$?
   [ $status -eq 0 ] || echo "FAIL stage $stage: exit status $status$([ $status -eq 124 ] && echo ' (time limit)')"

@@ -12,15 +12,15 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-# verl's colocated worker extension (weight sync over CUDA IPC) and the ZMQ socket its worker listens on: the
-# extension names it from VERL_RAY_JOB_ID, VERL_REPLICA_RANK and the worker's local rank (0 on one GPU).
+# verl's colocated worker extension (weight sync over CUDA IPC) and the ZMQ socket each worker listens on: the
+# extension names it from VERL_RAY_JOB_ID, VERL_REPLICA_RANK and the worker's local rank (its tensor-parallel rank).
 VERL_WORKER_EXTENSION = "verl.workers.rollout.vllm_rollout.utils.vLLMColocateWorkerExtension"
-VERL_ZMQ_HANDLE = "ipc:///tmp/rl-colocate-zmq-{job}-replica-0-rank-0.sock"
+VERL_ZMQ_HANDLE = "ipc:///tmp/rl-colocate-zmq-{job}-replica-0-rank-{rank}.sock"
 VERL_DEFAULT_BUCKET_BYTES = 2048 << 20  # rollout.checkpoint_engine.update_weights_bucket_megabytes in verl 0.9.1
 STARTED = time.time()
 
@@ -156,7 +156,7 @@ def start_engine(model: Path, *, eager: bool, memory: float, max_len: int, sleep
 
 
 def sync_weights_like_verl(
-    llm, weights: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, timeout: float = 300
+    llm, weights: Sequence[tuple[str, torch.Tensor]], bucket_bytes: int, timeout: float = 300, ranks: int = 1
 ) -> float:
     """Push `weights` into the engine's model exactly as verl's colocated rollout does; return the seconds taken.
 
@@ -165,28 +165,37 @@ def sync_weights_like_verl(
     `update_weights_from_ipc` in the vLLM worker, which calls `model.load_weights` once per bucket; then the
     server clears its caches. verl sizes
     the buffer in whole MB; any byte count is set here (1 byte: every tensor alone, one per `load_weights`).
-    The sender runs in a thread so that a worker that fails cannot hang this process.
+    With tensor parallelism (`ranks` > 1) every worker receives every tensor from its own sender on its own GPU,
+    as each trainer rank feeds its colocated vLLM worker in verl, and its `load_weights` keeps its slice.
+    The senders run in threads so that a worker that fails cannot hang this process.
     """
     from verl.workers.rollout.vllm_rollout.bucketed_weight_transfer import BucketedWeightSender
 
-    handle = VERL_ZMQ_HANDLE.format(job=os.environ.get("VERL_RAY_JOB_ID", "0"))
-    sender = BucketedWeightSender(zmq_handle=handle, bucket_size_mb=max(1, bucket_bytes >> 20), use_shm=False)
-    sender.bucket_size = bucket_bytes
-    sent: dict = {}
+    job = os.environ.get("VERL_RAY_JOB_ID", "0")
+    # each rank's copy on its own GPU before the clock starts, as a trainer rank holds its weights
+    per_rank = [[(name, tensor.to(f"cuda:{rank}")) for name, tensor in weights] for rank in range(ranks)]
+    torch.cuda.synchronize()
+    errors: dict[int, BaseException] = {}
 
-    def send() -> None:
+    def send(rank: int) -> None:
         try:
-            asyncio.run(sender.async_send_weights(iter(weights)))
+            torch.cuda.set_device(rank)  # the sender's bucket lives on the current device
+            sender = BucketedWeightSender(zmq_handle=VERL_ZMQ_HANDLE.format(job=job, rank=rank),
+                                          bucket_size_mb=max(1, bucket_bytes >> 20), use_shm=False)
+            sender.bucket_size = bucket_bytes
+            asyncio.run(sender.async_send_weights(iter(per_rank[rank])))
         except BaseException as error:  # reported by the caller
-            sent["error"] = error
+            errors[rank] = error
 
     started = time.time()
-    thread = threading.Thread(target=send, daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=send, args=(rank,), daemon=True) for rank in range(ranks)]
+    for thread in threads:
+        thread.start()
     llm.collective_rpc("update_weights_from_ipc", timeout=timeout, kwargs={"use_shm": False})
-    thread.join(timeout=30)
-    if "error" in sent:
-        raise sent["error"]
+    for thread in threads:
+        thread.join(timeout=30)
+    if errors:
+        raise errors[min(errors)]
     # verl's server then drops what the old weights computed (vLLMHttpServer.clear_kv_cache): cached prefixes,
     # processed multimodal inputs and encoder outputs. Without the encoder reset an image seen before the sync
     # keeps its old vision features (measured: parameters equal to B's, answers to the image prompt still A's).
@@ -226,9 +235,13 @@ def fingerprint_parameters(model) -> dict[str, str]:
 
 
 def weight_fingerprints(llm) -> dict[str, str]:
-    """`fingerprint_parameters` of the engine's model (one worker: the checks run on one GPU)."""
-    (fingerprints,) = llm.apply_model(fingerprint_parameters)
-    return fingerprints
+    """`fingerprint_parameters` of the engine's model: by name with one worker; with tensor parallelism by
+    "rank<r>/<name>", each rank holding its slice (an engine started at the same size slices alike)."""
+    per_worker = llm.apply_model(fingerprint_parameters)
+    if len(per_worker) == 1:
+        return per_worker[0]
+    return {f"rank{rank}/{name}": digest for rank, fingerprints in enumerate(per_worker)
+            for name, digest in fingerprints.items()}
 
 
 def differing(fingerprints: dict[str, str], expected: dict[str, str]) -> list[str]:
