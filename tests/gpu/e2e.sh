@@ -27,6 +27,9 @@
 # run as a job to that running Ray cluster (`ray job submit --working-dir . -- ...`) instead of starting one.
 set -euo pipefail
 export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1 VLLM_USE_FLASHINFER_SAMPLER=0
+# vLLM's INFO lines carry the times of its start-up steps (verl sets WARN unless the variable is set): a verl
+# launch takes minutes to start, and these say where they go
+export VLLM_LOGGING_LEVEL=${VLLM_LOGGING_LEVEL:-INFO}
 phase=${1:-all}
 ENV_NAME=${E2E_ENV:-alfworld}
 OUT=${OUT:-$PWD/e2e-out}
