@@ -44,3 +44,15 @@ def test_a_dump_it_cannot_read_is_named(tmp_path, rows, message):
     with pytest.raises(ValueError, match=str(tmp_path / "5.jsonl").replace(".", r"\.")) as error:
         episodes(tmp_path)
     assert message in str(error.value)
+
+
+def test_a_dump_cut_off_by_a_stopped_run_is_left_out_with_a_warning(tmp_path):
+    _dump(tmp_path / "0.jsonl", [_row("u1_0_0", "task: heat an egg", 1.0)])
+    (tmp_path / "5.jsonl").write_text(json.dumps(_row("u2_0_0", "task: cool a mug", 0.0)) + '\n{"input": "task: he')
+    with pytest.warns(UserWarning, match="5.jsonl: its last line is cut off"):
+        found = episodes(tmp_path)
+    assert [(e["step"], e["opening_prompt"]) for e in found] == [(0, "task: heat an egg")]
+    # a broken line anywhere else is an error
+    (tmp_path / "5.jsonl").write_text('{"input": "task: he\n' + json.dumps(_row("u2_0_0", "x", 0.0)) + "\n")
+    with pytest.raises(ValueError, match="5.jsonl: not JSON lines"):
+        episodes(tmp_path)

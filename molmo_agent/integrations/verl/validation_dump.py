@@ -15,20 +15,31 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 
 def episodes(dump_dir: Path) -> list[dict[str, Any]]:
     """The episodes of every `<step>.jsonl` in `dump_dir`; a dump whose lines lack `uid`, `input` or `acc`, or
-    an episode without its first step, raises ValueError naming the file."""
+    an episode without its first step, raises ValueError naming the file. A dump whose last line was cut off (the
+    run was stopped while verl wrote it) is left out with a warning: its validation never reached the log."""
     found = []
     for path in sorted(dump_dir.glob("*.jsonl"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1):
         if not path.stem.isdigit():
             continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        try:
+            rows = [json.loads(line) for line in lines[:-1]]
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not JSON lines ({error})") from None
+        try:
+            rows += [json.loads(line) for line in lines[-1:]]
+        except json.JSONDecodeError:
+            warnings.warn(f"{path}: its last line is cut off (the run stopped while writing it); left out")
+            continue
         openings, outcomes = {}, {}
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            row = json.loads(line)
+        for number, row in enumerate(rows, 1):
             missing = [key for key in ("uid", "input", "acc") if key not in row]
             if missing:
                 raise ValueError(f"{path}:{number}: no {missing} (a validation dump of verl's trainer expected)")
