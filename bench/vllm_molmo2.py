@@ -9,6 +9,12 @@ generated tokens / wall time of the whole call, prefill included; vLLM's is the 
 one of the same shape (a single ~1 s call is too noisy to compare nodes). Bound: a decode step must read every
 weight once, so tokens/s <= batch * (copy rate) / (bytes of all weights), with the copy rate measured here as a
 1 GiB device-to-device copy (bytes read + written per second); the fraction of it vLLM reaches is reported.
+Decode per step (`decode`): at batches 32, 64 and 256, a call that generates one token (prefill and the first
+sample) and one that generates --new-tokens are timed (medians of --repeats); their difference over the extra
+tokens is a decode step. Its bound is the bytes a step must read — the decoder's and the LM head's weights (not the
+vision tower's, not the input table: a step looks up one row per sequence) and the KV cache at the steps' mean
+context — over the copy rate; `fraction_of_bound` is that bound's share of the measured step. `backend` names
+the attention backend vLLM picked for our Molmo2 (a multimodal prefix-LM: image blocks attend both ways).
 Weight sync: the transformers model's bf16 state dict (the trainer's, on the same GPU: colocated) pushed into
 the running engine with verl 0.9.1's BucketedWeightSender / update_weights_from_ipc in 2 GB buckets (verl's
 default), timed end to end, best and median of --sync-repeats; the engine's parameters are checked byte for byte
@@ -29,7 +35,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "gpu"))
 import vllm_harness as harness  # noqa: E402
 
-GOALS = {"vllm_over_hf": 15.0, "fraction_of_bound": 0.5, "sync_seconds": 1.0}
+GOALS = {"vllm_over_hf": 15.0, "fraction_of_bound": 0.5, "sync_seconds": 1.0, "decode_fraction_of_bound": 0.8}
+DECODE_BATCHES = (32, 64, 256)
+# parameters a decode step never reads whole: the vision tower, and the input tables (one row per sequence)
+NOT_READ_BY_DECODE = ("vision_backbone.", "wte.")
 
 
 def copy_rate() -> float:
@@ -90,6 +99,52 @@ def vllm_generate(llm, prompts: torch.Tensor, new_tokens: int, repeats: int = 1)
     return seconds, tokens
 
 
+def decode_bytes_per_step(parameter_bytes: dict[str, int], text_config: dict, batch: int, context: float,
+                          kv_bytes: int = 2) -> dict[str, float]:
+    """The bytes one decode step of `batch` sequences at mean `context` tokens must read: every parameter but
+    NOT_READ_BY_DECODE's (`parameter_bytes`: name -> bytes), and each sequence's keys and values in every layer
+    (`kv_bytes` per element)."""
+    weights = sum(n for name, n in parameter_bytes.items() if not any(part in name for part in NOT_READ_BY_DECODE))
+    head_dim = text_config.get("head_dim") or text_config["hidden_size"] // text_config["num_attention_heads"]
+    kv_per_token = text_config["num_hidden_layers"] * 2 * text_config["num_key_value_heads"] * head_dim * kv_bytes
+    kv = kv_per_token * batch * context
+    return {"weights": weights, "kv_cache": kv, "total": weights + kv}
+
+
+def timed_generate(llm, prompts: torch.Tensor, new_tokens: int, repeats: int) -> float:
+    """Median seconds of `repeats` calls generating `new_tokens` per prompt (after one untimed call)."""
+    seconds, _ = vllm_generate(llm, prompts, new_tokens, repeats)
+    return statistics.median(seconds)
+
+
+def attention_backends(model) -> list[str]:
+    """Names of the attention backends of the served model's layers (module level: run in vLLM's worker)."""
+    return sorted({getattr(m.attn_backend, "get_name", lambda: m.attn_backend.__name__)()
+                   for m in model.modules() if hasattr(m, "attn_backend")})
+
+
+def decode_steps(llm, parameter_bytes: dict[str, int], text_config: dict, prompt_len: int, new_tokens: int,
+                 repeats: int, rate: float) -> dict:
+    """ms per decode step at each of DECODE_BATCHES against the bytes-read bound (see the module docstring)."""
+    by_batch = {}
+    for batch in DECODE_BATCHES:
+        prompts = random_prompts(batch, prompt_len, seed=batch)
+        first, full = timed_generate(llm, prompts, 1, repeats), timed_generate(llm, prompts, new_tokens, repeats)
+        step_s = (full - first) / (new_tokens - 1)
+        # the extra steps' contexts run from prompt_len + 1 to prompt_len + new_tokens - 1
+        bound = decode_bytes_per_step(parameter_bytes, text_config, batch, prompt_len + new_tokens / 2)
+        by_batch[str(batch)] = {"ms_per_step": 1e3 * step_s, "prefill_and_first_token_ms": 1e3 * first,
+                                "bound_bytes_per_step": bound, "bound_ms_per_step": 1e3 * bound["total"] / rate,
+                                "fraction_of_bound": bound["total"] / rate / step_s}
+        harness.log(f"decode at batch {batch}: {1e3 * step_s:.2f} ms/step, "
+                    f"{100 * by_batch[str(batch)]['fraction_of_bound']:.0f}% of the bytes-read bound")
+    headline = by_batch["64"]
+    return {"fraction_of_bound": headline["fraction_of_bound"], "ms_per_step": headline["ms_per_step"],
+            "bound_bytes_per_step": headline["bound_bytes_per_step"]["total"], "copy_rate_bytes_s": rate,
+            "backend": sorted({name for names in llm.apply_model(attention_backends) for name in names}),
+            "by_batch": by_batch}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=64)
@@ -120,10 +175,14 @@ def main() -> None:
     torch.cuda.empty_cache()
 
     llm = harness.start_engine(checkpoint, eager=False, memory=args.memory, max_len=args.prompt_len + args.new_tokens
-                               + 16, max_num_seqs=args.batch, limit_mm_per_prompt={"image": 0, "video": 0})
+                               + 16, max_num_seqs=max(args.batch, *DECODE_BATCHES),
+                               limit_mm_per_prompt={"image": 0, "video": 0})
     vllm_runs, _ = vllm_generate(llm, prompts, args.new_tokens, args.repeats)
     vllm_seconds = statistics.median(vllm_runs)
     harness.log(f"vLLM generate: {['%.3f' % s for s in vllm_runs]} s, median {generated / vllm_seconds:.0f} tokens/s")
+    parameter_bytes = {name: p.numel() * p.element_size() for name, p in hf.named_parameters()}
+    text_config = json.loads((checkpoint / "config.json").read_text())["text_config"]
+    decode = decode_steps(llm, parameter_bytes, text_config, args.prompt_len, args.new_tokens, args.repeats, rate)
 
     probe = prompts[:8]  # the same batch before and after: vLLM's kernels may depend on the batch size
     _, answers_before = vllm_generate(llm, probe, 32)
@@ -154,6 +213,7 @@ def main() -> None:
         "hf": {"seconds": hf_seconds, "tokens_per_s": hf_rate},
         "vllm": {"seconds": vllm_seconds, "tokens_per_s": vllm_rate, "seconds_of_each_run": vllm_runs},
         "vllm_over_hf": vllm_rate / hf_rate,
+        "decode": decode,
         "bound_tokens_per_s": bound,
         "fraction_of_bound": vllm_rate / bound,
         "sync_seconds": {"all": sync_seconds, "best": min(sync_seconds), "median": statistics.median(sync_seconds)},
@@ -168,6 +228,7 @@ def main() -> None:
         "vllm_over_hf": result["vllm_over_hf"] >= GOALS["vllm_over_hf"],
         "fraction_of_bound": result["fraction_of_bound"] >= GOALS["fraction_of_bound"],
         "sync_seconds": result["sync_seconds"]["median"] < GOALS["sync_seconds"],
+        "decode_fraction_of_bound": decode["fraction_of_bound"] >= GOALS["decode_fraction_of_bound"],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -176,7 +237,9 @@ def main() -> None:
     print(f"vLLM {vllm_rate:.0f} tok/s vs transformers {hf_rate:.0f} tok/s: {result['vllm_over_hf']:.1f}x "
           f"(goal {GOALS['vllm_over_hf']}x); {100 * result['fraction_of_bound']:.0f}% of the {bound:.0f} tok/s "
           f"weight-read bound (goal {100 * GOALS['fraction_of_bound']:.0f}%); weight sync median "
-          f"{result['sync_seconds']['median']:.3f}s (goal < {GOALS['sync_seconds']}s); parameters changed by "
+          f"{result['sync_seconds']['median']:.3f}s (goal < {GOALS['sync_seconds']}s); decode at batch 64 "
+          f"{decode['ms_per_step']:.2f} ms/step, {100 * decode['fraction_of_bound']:.0f}% of its bytes-read bound "
+          f"(goal {100 * GOALS['decode_fraction_of_bound']:.0f}%, backend {decode['backend']}); parameters changed by "
           f"syncing the same weights: {len(changed)} {changed[:4]}; greedy answers unchanged by the sync: "
           f"{result['sync_kept_answers']}, repeatable with no sync: {result['greedy_repeatable_without_sync']}; "
           f"wrote {out}", flush=True)
