@@ -1,7 +1,7 @@
 """Rollout wall time: our asynchronous agent loop vs a lock-step loop, over the same vLLM engine, pool and games.
 
     python bench/rollout_overlap.py --model DIR [--games 8] [--group 4] [--max-steps 10] [--response 128]
-                                    [--eos-rates 0,0.016] [--eager]
+                                    [--eos-rates 0,0.016] [--pairs 5] [--eager]
 
 Async (ours): each of the B×G sessions generates as soon as its environment answered and steps its environment
 as soon as its answer is decoded, so generation of some sessions overlaps environment steps of others, and short
@@ -22,6 +22,10 @@ Each run also reports the decode steps its answers would cost each loop if an en
 any batch size and nothing else took time (`decode_steps`): lock-step pays the longest answer of every turn,
 async the longest session. Their ratio (`ratio_bound_from_answer_lengths`) is the best any asynchronous loop can
 do with these lengths; the measured ratio is set against it.
+
+Sampled answers differ from run to run, so each setting plays --pairs pairs (lock-step, then async) and reports
+the medians over pairs with their spread (min, max): the wall-time ratio, its bound, and the captured share of
+the achievable saving, (1 - ratio) / (1 - bound) (none where the bound leaves nothing to save).
 """
 import argparse
 import asyncio
@@ -148,33 +152,54 @@ async def bench(args) -> dict:
             for i, game in enumerate(games)]
 
     await rollout(config, tokenizer, EngineServer(engine), rows[:1], lock_step=False)  # warm-up: graphs, env workers
-    settings = [await compare(config, tokenizer, engine, rows, rate) for rate in args.eos_rates]
+    settings = [await compare(config, tokenizer, engine, rows, rate, args.pairs) for rate in args.eos_rates]
     engine.shutdown()
     return {"settings": settings, "goal": f"<= {GOAL}"}
 
 
-async def compare(config, tokenizer, engine, rows: list[dict], eos_rate: float) -> dict:
-    """Both loops twice, alternating, with answers ending after each token with probability ~`eos_rate`."""
+def pair_summary(lock: dict, ours: dict) -> dict:
+    """One pair's wall-time ratio (async over lock-step), its bound from both runs' answer lengths, and the share
+    of the achievable saving captured (None when the bound is 1: nothing to save)."""
+    ratio = ours["wall_s"] / lock["wall_s"]
+    bound = statistics.mean(run["decode_steps"]["async"] / run["decode_steps"]["lock_step"] for run in (lock, ours))
+    captured = (1 - ratio) / (1 - bound) if bound < 1 else None
+    return {"ratio": round(ratio, 3), "bound": round(bound, 3), "captured_share": captured and round(captured, 3)}
+
+
+def median_and_spread(values: list[float | None]) -> tuple[float | None, list[float] | None]:
+    """The median and [min, max] of the values that are not None (None, None when none is)."""
+    present = [value for value in values if value is not None]
+    return (statistics.median(present), [min(present), max(present)]) if present else (None, None)
+
+
+async def compare(config, tokenizer, engine, rows: list[dict], eos_rate: float, pairs: int) -> dict:
+    """`pairs` pairs of runs (lock-step, then async) with answers ending after each token with probability
+    ~`eos_rate`: each run, each pair's summary, and their medians and spreads."""
     vocab = len(tokenizer)
     bias = math.log(eos_rate * vocab / (1 - eos_rate)) if eos_rate > 0 else None
     server = EngineServer(engine, None if bias is None else {tokenizer.eos_token_id: bias})
-    times = {}
-    for name, lock_step in (("lock_step", True), ("async", False), ("lock_step_again", True), ("async_again", False)):
-        server.answer_lengths.clear()
-        with harness.NvidiaSmiSampler("utilization.gpu") as busy:  # the share of time a kernel ran
-            wall, samples = await rollout(config, tokenizer, server, rows, lock_step)
-        generated = sum(map(sum, server.answer_lengths.values()))
-        times[name] = {"wall_s": round(wall, 2), "step_samples": samples, "generated_tokens": generated,
-                       "mean_answer_tokens": round(generated / max(samples, 1), 1),
-                       "decode_steps": decode_steps(server.answer_lengths),
-                       "gpu_busy_fraction": None if busy.mean() is None else round(busy.mean() / 100, 3)}
-        print(f"eos rate {eos_rate}:", name, times[name], flush=True)
-    lock = min(times["lock_step"]["wall_s"], times["lock_step_again"]["wall_s"])
-    ours = min(times["async"]["wall_s"], times["async_again"]["wall_s"])
-    bound = statistics.mean(run["decode_steps"]["async"] / run["decode_steps"]["lock_step"] for run in times.values())
-    return {"eos_rate": eos_rate, "eos_logit_bias": bias, "runs": times,
-            "ratio_async_over_lock_step": round(ours / lock, 3), "met": ours / lock <= GOAL,
-            "ratio_bound_from_answer_lengths": round(bound, 3)}
+    runs, summaries = [], []
+    for pair in range(pairs):
+        played = {}
+        for name, lock_step in (("lock_step", True), ("async", False)):
+            server.answer_lengths.clear()
+            with harness.NvidiaSmiSampler("utilization.gpu") as busy:  # the share of time a kernel ran
+                wall, samples = await rollout(config, tokenizer, server, rows, lock_step)
+            generated = sum(map(sum, server.answer_lengths.values()))
+            played[name] = {"pair": pair, "loop": name, "wall_s": round(wall, 2), "step_samples": samples,
+                            "generated_tokens": generated, "mean_answer_tokens": round(generated / max(samples, 1), 1),
+                            "decode_steps": decode_steps(server.answer_lengths),
+                            "gpu_busy_fraction": None if busy.mean() is None else round(busy.mean() / 100, 3)}
+            print(f"eos rate {eos_rate}:", played[name], flush=True)
+        runs += played.values()
+        summaries.append(pair_summary(played["lock_step"], played["async"]))
+    ratio, ratio_spread = median_and_spread([s["ratio"] for s in summaries])
+    bound, bound_spread = median_and_spread([s["bound"] for s in summaries])
+    captured, captured_spread = median_and_spread([s["captured_share"] for s in summaries])
+    return {"eos_rate": eos_rate, "eos_logit_bias": bias, "runs": runs, "pairs": summaries,
+            "ratio_async_over_lock_step": ratio, "ratio_spread": ratio_spread, "met": ratio <= GOAL,
+            "ratio_bound_from_answer_lengths": bound, "bound_spread": bound_spread,
+            "captured_share": captured, "captured_share_spread": captured_spread}
 
 
 def main() -> None:
@@ -188,6 +213,7 @@ def main() -> None:
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.8)
     parser.add_argument("--eos-rates", type=lambda text: [float(r) for r in text.split(",")], default=[0.0, 0.016],
                         help="comma-separated end-of-answer probabilities per token (0: the model's own)")
+    parser.add_argument("--pairs", type=int, default=5, help="pairs of runs (lock-step, async) per setting")
     parser.add_argument("--eager", action="store_true", help="vLLM without CUDA graphs (skips minutes of compiling)")
     parser.add_argument("--machine", help="suffix of the result file (default: the GPU, e.g. h100)")
     args = parser.parse_args()
@@ -197,7 +223,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({key: {setting["eos_rate"]: setting[key] for setting in result["settings"]}
-                      for key in ("ratio_async_over_lock_step", "ratio_bound_from_answer_lengths")}
+                      for key in ("ratio_async_over_lock_step", "ratio_bound_from_answer_lengths", "captured_share")}
                      | {"goal": result["goal"]}), "->", out)
 
 

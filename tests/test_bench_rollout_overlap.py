@@ -56,19 +56,23 @@ def test_both_loops_play_every_step_and_lock_step_waits_for_all(tmp_path, fake_v
     model = make_tiny_qwen3(tmp_path / "model")
     args = argparse.Namespace(model=str(model), games_root=str(GAMES_ROOT), games=GAMES, group=GROUP,
                               max_steps=STEPS, response=CAP, gpu_memory_utilization=0.5, eager=True,
-                              eos_rates=[0.0, 0.25])
+                              eos_rates=[0.0, 0.25], pairs=2)
     result = asyncio.run(rollout_overlap.bench(args))
 
     fixed, varied = result["settings"]
     for setting in (fixed, varied):
-        for run in setting["runs"].values():
+        assert [(run["pair"], run["loop"]) for run in setting["runs"]] == [
+            (0, "lock_step"), (0, "async"), (1, "lock_step"), (1, "async")]
+        assert len(setting["pairs"]) == 2
+        for run in setting["runs"]:
             assert run["step_samples"] == GAMES * GROUP * STEPS  # a random model never wins: every step is played
-    assert all(run["mean_answer_tokens"] == CAP for run in fixed["runs"].values())
+    assert all(run["mean_answer_tokens"] == CAP for run in fixed["runs"])
     # Equal answers everywhere: no loop can beat lock-step by decoding less.
     equal = {"lock_step": STEPS * CAP, "async": STEPS * CAP}
-    assert all(run["decode_steps"] == equal for run in fixed["runs"].values())
+    assert all(run["decode_steps"] == equal for run in fixed["runs"])
     assert fixed["ratio_bound_from_answer_lengths"] == 1.0
-    assert all(run["mean_answer_tokens"] == CAP // 4 for run in varied["runs"].values())
+    assert fixed["captured_share"] is None and fixed["captured_share_spread"] is None  # nothing to save
+    assert all(run["mean_answer_tokens"] == CAP // 4 for run in varied["runs"])
     # The EOS bias that makes near-uniform logits end an answer with probability 0.25 per token.
     vocab = len(rollout_overlap.AutoTokenizer.from_pretrained(model))
     assert varied["eos_logit_bias"] == pytest.approx(math.log(0.25 * vocab / 0.75))
@@ -109,3 +113,14 @@ def test_nvidia_smi_sampler_reads_every_gpu_line_and_has_none_without_nvidia_smi
     with rollout_overlap.harness.NvidiaSmiSampler("memory.used") as sampler:
         pass
     assert sampler.mean() is None and sampler.peak() is None
+
+
+def test_a_pair_captures_its_share_of_the_saving_its_answers_allow():
+    lock = {"wall_s": 10.0, "decode_steps": {"lock_step": 100, "async": 60}}
+    ours = {"wall_s": 8.0, "decode_steps": {"lock_step": 100, "async": 40}}
+    # ratio 0.8; bound = mean(0.6, 0.4) = 0.5; captured = 0.2 / 0.5
+    assert rollout_overlap.pair_summary(lock, ours) == {"ratio": 0.8, "bound": 0.5, "captured_share": 0.4}
+    nothing_to_save = {"wall_s": 10.0, "decode_steps": {"lock_step": 50, "async": 50}}
+    assert rollout_overlap.pair_summary(nothing_to_save, nothing_to_save)["captured_share"] is None
+    assert rollout_overlap.median_and_spread([0.5, None, 0.7, 0.6]) == (0.6, [0.5, 0.7])
+    assert rollout_overlap.median_and_spread([None]) == (None, None)

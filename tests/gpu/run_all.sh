@@ -40,7 +40,7 @@
 #                  use_remove_padding: no pad tokens in the actor's passes), runs only when named
 #   bench-overlap  bench/rollout_overlap.py: our agent loop vs a lock-step loop, 4b-shape, same games
 # Time limit of each stage in seconds: TINY_S (540), E2E_S (540 per run, two runs), SFT_S (540 per phase, three), FOURB_S (360), BENCH_S (480),
-# BENCH_E2E_S (1800), OVERLAP_S (600).
+# BENCH_E2E_S (1800), OVERLAP_S (1200).
 # Needs the bundle installed (install_bundle.sh). Prints PASS/FAIL lines, then a summary; writes JSON summaries,
 # the bench result and run_all.log to $OUT (default ./gpu-out). Exit status 0 only if every check passed.
 cd "$(dirname "$0")/../.." || exit 1
@@ -138,7 +138,7 @@ for stage in "${stages[@]}"; do
           || { row_status=$?; break; }
       done; [ "${row_status:-0}" -eq 0 ] || (exit "$row_status") ;;
     bench-overlap) bench_inputs &&
-      timeout "${OVERLAP_S:-600}" python3 bench/rollout_overlap.py --model "$FOURB" \
+      timeout "${OVERLAP_S:-1200}" python3 bench/rollout_overlap.py --model "$FOURB" \
         --games-root "$GAMES/json_2.1.1/train" ;;
     *)     echo "unknown stage (tiny, tiny-tp2, e2e, e2e-sokoban, e2e-2gpu, e2e-sokoban-2gpu, ray-job, sft, learn-sft, learn-rl, 4b, bench, bench-e2e, bench-e2e-sokoban, bench-e2e-rows, bench-overlap)"; false ;;
   esac
