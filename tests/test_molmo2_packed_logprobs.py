@@ -5,13 +5,16 @@ The micro-batch holds two images of different crop counts and a text step. verl'
 (`use_remove_padding=False`, our config) or packs them into one row (`True`), concatenates their image tensors
 along dim 0 (`extract_multi_modal_inputs`), keeps each sample's valid logits, and scores them against the flat
 token ids rolled by one. Those labels hold image-block ids (151936-151945), above the LM head's 151936 entries.
+Both on SDPA and on flex attention (forward only: torch has no flex-attention backward on the CPU).
 """
 import pytest
 import torch
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from verl.utils.model import extract_multi_modal_inputs
 
 from molmo_agent.integrations.verl.logprobs import logprobs_from_logits
 from molmo_agent.models.molmo2 import Molmo2ForConditionalGeneration, tiny_config
+from molmo_agent.models.molmo2.modeling import Molmo2Attention
 
 from test_molmo2_processor import random_image
 
@@ -23,6 +26,16 @@ IMAGE_KEYS = ("pixel_values", "image_token_pooling", "image_grids", "image_num_c
 def model() -> Molmo2ForConditionalGeneration:
     torch.manual_seed(0)
     return Molmo2ForConditionalGeneration(tiny_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def flex_model(model) -> Molmo2ForConditionalGeneration:
+    """The same weights on flex attention: packed samples' document mask and image blocks in one block mask."""
+    config = tiny_config()
+    config._attn_implementation = "flex_attention"
+    flex = Molmo2ForConditionalGeneration(config).eval()
+    flex.load_state_dict(model.state_dict())
+    return flex
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +72,31 @@ def micro_batch_logits(model, samples: list[dict[str, torch.Tensor]], remove_pad
     return torch.cat([logits[i, :length] for i, length in enumerate(lengths)])
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "flex_attention"])
 @pytest.mark.parametrize("remove_padding", [False, True], ids=["padded", "packed"])
-def test_micro_batch_logprobs_equal_each_sample_alone(model, samples, remove_padding):
+def test_micro_batch_logprobs_equal_each_sample_alone(model, flex_model, samples, remove_padding, attention,
+                                                       monkeypatch):
+    decoder_calls = []  # the decoder's attention layers that ran on flex attention
+    flex_attention = ALL_ATTENTION_FUNCTIONS._global_mapping["flex_attention"]
+
+    def counting(module, *args, **kwargs):
+        decoder_calls.append(isinstance(module, Molmo2Attention))
+        return flex_attention(module, *args, **kwargs)
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "flex_attention", counting)
     flat_ids = torch.cat([sample["input_ids"][0] for sample in samples])
     labels = torch.roll(flat_ids, shifts=-1)
     vocab = model.config.text_config.vocab_size
     assert (labels >= vocab).any()  # image-block ids are among the labels
 
-    batched = logprobs_from_logits(micro_batch_logits(model, samples, remove_padding), labels)
+    batch_model = flex_model if attention == "flex_attention" else model
+    batched = logprobs_from_logits(micro_batch_logits(batch_model, samples, remove_padding), labels)
+    # the decoder's layers ran on the implementation asked for, image blocks and all
+    assert any(decoder_calls) == (attention == "flex_attention")
 
     assert batched.isfinite().all() and batched[labels >= vocab].eq(0).all()
     start = 0
-    for sample in samples:
+    for sample in samples:  # each alone on SDPA, the reference
         with torch.no_grad():
             alone_logits = model(**sample, use_cache=False).logits[0]
         segment = slice(start, start + len(alone_logits))

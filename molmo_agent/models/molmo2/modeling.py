@@ -373,8 +373,9 @@ class Molmo2TextModel(nn.Module):
         """inputs_embeds [B, L, D]; image_blocks [B, L] int (block id per image token, -1 elsewhere) or None."""
         implementation = self.config._attn_implementation
         mask_config = self.config
-        if image_blocks is not None and implementation not in ("sdpa", "eager"):
-            # Flash kernels cannot express the bidirectional image block: such forwards run on SDPA.
+        if image_blocks is not None and implementation not in ("sdpa", "eager", "flex_attention"):
+            # Flash kernels cannot express the bidirectional image block (a flex-attention mask can): such
+            # forwards run on SDPA.
             implementation = "sdpa"
             mask_config = copy.copy(self.config)
             mask_config._attn_implementation_internal = "sdpa"
@@ -423,6 +424,7 @@ class Molmo2PreTrainedModel(PreTrainedModel):
     _skip_keys_device_placement = ["past_key_values"]
     _supports_sdpa = True
     _supports_flash_attn = True
+    _supports_flex_attn = True
     _supports_attention_backend = True
 
     def __init__(self, config: Molmo2Config):
