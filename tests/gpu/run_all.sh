@@ -36,9 +36,10 @@
 #                  image tokens per step -> bench/results/e2e_sokoban_<gpu>.json
 #   bench-e2e-rows bench-e2e four times, a row each: verl's behaviour, then our speed changes added one by one
 #                  (chunked log-probs, bf16 reference, reference on the GPU); ~15 min a row; BENCH_E2E_ROWS picks
-#                  some (e.g. "1 2" on one GPU's lane, "3 4" on the other's); rows 5 and 6, packed sequences
-#                  (verl's use_remove_padding: no pad tokens in the actor's passes) on SDPA's dense mask and on
-#                  flex attention's block mask, run only when named
+#                  some (e.g. "1 2" on one GPU's lane, "3 4" on the other's); rows 5 to 7 run only when named:
+#                  packed sequences (verl's use_remove_padding: no pad tokens in the actor's passes) on SDPA's
+#                  dense mask, on flex attention's block mask, then with micro-batches by token count and fused
+#                  AdamW
 #   bench-overlap  bench/rollout_overlap.py: our agent loop vs a lock-step loop, 4b-shape, same games
 # Time limit of each stage in seconds: TINY_S (540), E2E_S (540 per run, two runs), SFT_S (540 per phase, three), FOURB_S (360), BENCH_S (480),
 # BENCH_E2E_S (1800), OVERLAP_S (1200).
@@ -127,17 +128,21 @@ for stage in "${stages[@]}"; do
       timeout "${BENCH_E2E_S:-1800}" python3 bench/e2e.py --env sokoban --model "$FOURB" --work "$BENCH_WORK" \
         ${BENCH_E2E_LABEL:+--label "$BENCH_E2E_LABEL"} ${BENCH_E2E_ARGS:-} ;;
     bench-e2e-rows) row_number=0; bench_inputs &&
-      # label | MOLMO_AGENT_FAST_LOGPROBS | MOLMO_AGENT_REF_ON_GPU | reference dtype | packed | attention
-      for row in "baseline|0|0|fp32|False|sdpa" "chunked log-probs|1|0|fp32|False|sdpa" \
-                 "bf16 reference|1|0|bf16|False|sdpa" "reference on the GPU|1|1|bf16|False|sdpa" \
-                 "packed sequences|1|1|bf16|True|sdpa" "packed, flex attention|1|1|bf16|True|flex_attention"; do
-        IFS='|' read -r label fast on_gpu dtype packed attention <<< "$row"
+      ref32=actor_rollout_ref.ref.fsdp_config.model_dtype=fp32 packed=actor_rollout_ref.model.use_remove_padding=True
+      flex=actor_rollout_ref.model.override_config.attn_implementation=flex_attention
+      # micro-batches by token count (the log-prob passes follow the actor's), AdamW's fused kernel
+      dynamic=actor_rollout_ref.actor.use_dynamic_bsz=True fused=actor_rollout_ref.actor.optim.override_optimizer_config={fused:true}
+      # label | MOLMO_AGENT_FAST_LOGPROBS | MOLMO_AGENT_REF_ON_GPU | Hydra overrides
+      for row in "baseline|0|0|$ref32" "chunked log-probs|1|0|$ref32" "bf16 reference|1|0|" \
+                 "reference on the GPU|1|1|" "packed sequences|1|1|$packed" "packed, flex attention|1|1|$packed $flex" \
+                 "packed, flex, dynamic batches, fused AdamW|1|1|$packed $flex $dynamic $fused"; do
+        IFS='|' read -r label fast on_gpu overrides <<< "$row"
         # BENCH_E2E_ROWS (e.g. "1 2"): only those rows, so that two GPUs' lanes can share them
         [[ " ${BENCH_E2E_ROWS:-1 2 3 4} " == *" $(( ++row_number )) "* ]] || continue
+        # shellcheck disable=SC2086  # the overrides are words
         MOLMO_AGENT_FAST_LOGPROBS=$fast MOLMO_AGENT_REF_ON_GPU=$on_gpu timeout "${BENCH_E2E_S:-1800}" \
-          python3 bench/e2e.py --model "$FOURB" --work "$BENCH_WORK" --label "$label" \
-          actor_rollout_ref.ref.fsdp_config.model_dtype="$dtype" actor_rollout_ref.model.use_remove_padding="$packed" \
-          actor_rollout_ref.model.override_config.attn_implementation="$attention" || { row_status=$?; break; }
+          python3 bench/e2e.py --model "$FOURB" --work "$BENCH_WORK" --label "$label" $overrides ||
+          { row_status=$?; break; }
       done; [ "${row_status:-0}" -eq 0 ] || (exit "$row_status") ;;
     bench-overlap) bench_inputs &&
       timeout "${OVERLAP_S:-1200}" python3 bench/rollout_overlap.py --model "$FOURB" \
