@@ -127,13 +127,13 @@ for stage in "${stages[@]}"; do
     bench-e2e-sokoban) bench_inputs &&
       timeout "${BENCH_E2E_S:-1800}" python3 bench/e2e.py --env sokoban --model "$FOURB" --work "$BENCH_WORK" \
         ${BENCH_E2E_LABEL:+--label "$BENCH_E2E_LABEL"} ${BENCH_E2E_ARGS:-} ;;
-    bench-e2e-rows) row_number=0; bench_inputs &&
+    bench-e2e-rows) row_number=0
       ref32=actor_rollout_ref.ref.fsdp_config.model_dtype=fp32 packed=actor_rollout_ref.model.use_remove_padding=True
       flex=actor_rollout_ref.model.override_config.attn_implementation=flex_attention
       # micro-batches by token count (the log-prob passes follow the actor's), AdamW's fused kernel
       dynamic=actor_rollout_ref.actor.use_dynamic_bsz=True fused=actor_rollout_ref.actor.optim.override_optimizer_config={fused:true}
       # label | MOLMO_AGENT_FAST_LOGPROBS | MOLMO_AGENT_REF_ON_GPU | Hydra overrides
-      for row in "baseline|0|0|$ref32" "chunked log-probs|1|0|$ref32" "bf16 reference|1|0|" \
+      bench_inputs && for row in "baseline|0|0|$ref32" "chunked log-probs|1|0|$ref32" "bf16 reference|1|0|" \
                  "reference on the GPU|1|1|" "packed sequences|1|1|$packed" "packed, flex attention|1|1|$packed $flex" \
                  "packed, flex, dynamic batches, fused AdamW|1|1|$packed $flex $dynamic $fused"; do
         IFS='|' read -r label fast on_gpu overrides <<< "$row"
@@ -143,7 +143,7 @@ for stage in "${stages[@]}"; do
         MOLMO_AGENT_FAST_LOGPROBS=$fast MOLMO_AGENT_REF_ON_GPU=$on_gpu timeout "${BENCH_E2E_S:-1800}" \
           python3 bench/e2e.py --model "$FOURB" --work "$BENCH_WORK" --label "$label" $overrides ||
           { row_status=$?; break; }
-      done; [ "${row_status:-0}" -eq 0 ] || (exit "$row_status") ;;
+      done && [ "${row_status:-0}" -eq 0 ] || (exit "${row_status:-1}") ;;
     bench-overlap) bench_inputs &&
       timeout "${OVERLAP_S:-1200}" python3 bench/rollout_overlap.py --model "$FOURB" \
         --games-root "$GAMES/json_2.1.1/train" ;;
