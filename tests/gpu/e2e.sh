@@ -23,8 +23,8 @@
 # (work folder, default $HOME/molmo_agent_e2e[_sokoban]: kept between calls), RAY_STOP (1: `ray stop` before
 # each run, for a run killed by its time limit; 0 when other runs share the node, as background.sh lanes do),
 # E2E_GPUS (default 1: FSDP over that many GPUs) and E2E_TP (vLLM's tensor-parallel size, default E2E_GPUS); with
-# more than one GPU the work folder's name ends in _<N>gpu. E2E_RAY_ADDRESS (e.g. http://127.0.0.1:8265): submit each
-# run as a job to that running Ray cluster (`ray job submit --working-dir . -- ...`) instead of starting one.
+# more than one GPU the work folder's name ends in _<N>gpu. E2E_RAY_ADDRESS (e.g. http://127.0.0.1:8265): submit
+# each run as a job to that running Ray cluster (`ray job submit --working-dir . -- ...`) instead of starting one.
 set -euo pipefail
 export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1 VLLM_USE_FLASHINFER_SAMPLER=0
 # vLLM's INFO lines carry the times of its start-up steps (verl sets WARN unless the variable is set): a verl

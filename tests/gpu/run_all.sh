@@ -83,7 +83,7 @@ ray_job() {  # e2e.sh's runs as jobs of a Ray cluster started here, as a user's 
   [ $status -eq 0 ] && echo "PASS ray-job: $(tail -1 "$OUT/e2e_check_alfworld.txt")"
 }
 learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under the stage's time limit
-  local work=${LEARN_WORK:-$HOME/alfworld_learning$lane} status=0 log
+  local work=${LEARN_WORK:-$HOME/alfworld_learning$lane} status=0 log run
   case ${LEARN_ESTIMATOR:-} in gigpo | grpo) ;; *) echo "learn-rl: set LEARN_ESTIMATOR to gigpo or grpo"; return 2 ;; esac
   mkdir -p "$work"
   [ -f "$work/sft_model/config.json" ] ||
