@@ -17,7 +17,10 @@ trainer's `agent/*`). The first iteration pays one-time costs (the allocator's p
 first-call kernels), so it is reported apart (`first_iteration`); `steady_state` holds the medians over iterations
 2..N. Peak GPU memory is over the run: the actor's (torch's counters, as verl logs them) and the node's (nvidia-smi
 every 0.5 s: every process, vLLM included, on the fullest GPU). vLLM runs with CUDA graphs as training does, unless
---eager.
+--eager. `rollout_engine_bound` sets the steady rollout against what the engine alone needs: the longest session's
+generated tokens (our trainer's `rollout/longest_session_*`) at the decode ms/step and prefill that
+bench/vllm_molmo2.py measured on the bare engine (its `decode`, read from bench/results/vllm_molmo2_<gpu>.json) at
+the batch nearest B x G (goal: rollout <= 1.3x that bound).
 
 bench/results/e2e_<gpu>.json (Sokoban: e2e_sokoban_<gpu>.json; on N > 1 GPUs <gpu>xN, e.g. e2e_h200x2.json)
 holds a list of rows, one per run, each under its --label with the command, the speed switches it ran with
@@ -48,7 +51,7 @@ ITERATION, MFU = "timing_s/step", "perf/mfu/actor"
 # our speed changes' switches (integrations/verl/logprobs.py and reference.py), passed to Ray's workers by the config
 SWITCHES = ("MOLMO_AGENT_FAST_LOGPROBS", "MOLMO_AGENT_REF_ON_GPU")
 KEPT = re.compile(r"^(timing_s/|timing_per_token_ms/|perf/|actor/perf/|agent/|env/|gigpo/|response_length/|"
-                  r"prompt_length/|training/rollout_)")
+                  r"prompt_length/|training/rollout_|rollout/)")
 
 
 def shell(command: list[str], log: pathlib.Path | None = None, env: dict | None = None) -> str:
@@ -102,6 +105,27 @@ def timings(steps: dict[int, dict[str, float]]) -> dict:
             "steady_state": {"iterations": len(later), **summary(later)},
             "peak_gpu_memory_gb": peak_memory_gb(steps),
             "metrics_per_iteration": steps}
+
+
+def rollout_engine_bound(steady: list[dict[str, float]], decode: dict | None, sessions: int) -> dict | None:
+    """The steady-state rollout against what the engine alone needs: the longest session's generated tokens, one
+    engine decode step each, at the decode time bench/vllm_molmo2.py measured on the bare engine (`decode`, its
+    result's `decode` object) at the batch nearest B x G, plus one prefill per step of that session (its 1-token
+    call at that batch). None without a decode measurement."""
+    if not decode or not decode.get("by_batch"):
+        return None
+    batch = min(decode["by_batch"], key=lambda size: abs(int(size) - sessions))
+    measured = decode["by_batch"][batch]
+    tokens = median_of(steady, "rollout/longest_session_tokens")
+    steps = median_of(steady, "rollout/longest_session_steps")
+    rollout = median_of(steady, STAGES["rollout"])
+    if tokens is None or steps is None or rollout is None:
+        return None
+    bound = (tokens * measured["ms_per_step"] + steps * measured["prefill_and_first_token_ms"]) / 1e3
+    return {"longest_session_tokens": tokens, "longest_session_steps": steps, "decode_batch": int(batch),
+            "decode_ms_per_step": measured["ms_per_step"],
+            "prefill_ms_per_step": measured["prefill_and_first_token_ms"],
+            "bound_s": bound, "rollout_s": rollout, "rollout_over_bound": rollout / bound}
 
 
 def image_tokens_per_step(model: pathlib.Path, steps: dict[int, dict[str, float]]) -> float:
@@ -210,6 +234,10 @@ def main() -> None:
     row["peak_gpu_memory_gb"]["nvidia_smi_memory_used"] = node_peak_mib and round(node_peak_mib / 1024, 1)
     if args.env == "sokoban":
         row["image_tokens_per_step"] = image_tokens_per_step(model, steps)
+    engine_bench = ROOT / "bench" / "results" / f"vllm_molmo2_{harness.device_tag()}.json"
+    decode = json.loads(engine_bench.read_text()).get("decode") if engine_bench.exists() else None
+    later = [steps[step] for step in sorted(steps) if step >= 2]
+    row["rollout_engine_bound"] = rollout_engine_bound(later, decode, args.games * args.group)
     out = result_path(args.env, harness.device_tag(), args.gpus)
     append_row(out, row)
     print(json.dumps({k: row[k] for k in ("label", "first_iteration", "steady_state", "peak_gpu_memory_gb")},

@@ -93,3 +93,16 @@ def test_each_gpu_count_has_its_own_result_file():
     names = [e2e.result_path(env, "h200", gpus).name for env, gpus in
              (("alfworld", 1), ("alfworld", 2), ("sokoban", 1), ("sokoban", 2))]
     assert names == ["e2e_h200.json", "e2e_h200x2.json", "e2e_sokoban_h200.json", "e2e_sokoban_h200x2.json"]
+
+
+def test_rollout_against_the_engine_bound_of_its_longest_session():
+    decode = {"by_batch": {"32": {"ms_per_step": 10.0, "prefill_and_first_token_ms": 50.0},
+                           "256": {"ms_per_step": 30.0, "prefill_and_first_token_ms": 400.0}}}
+    steady = [{"timing_s/gen": 20.0, "rollout/longest_session_tokens": 1000.0, "rollout/longest_session_steps": 10.0},
+              {"timing_s/gen": 24.0, "rollout/longest_session_tokens": 1200.0, "rollout/longest_session_steps": 10.0}]
+    bound = e2e.rollout_engine_bound(steady, decode, sessions=8 * 4)
+    # medians: 1100 tokens x 10 ms + 10 prefills x 50 ms = 11.5 s, against a 22 s rollout
+    assert bound["decode_batch"] == 32 and bound["bound_s"] == pytest.approx(11.5)
+    assert bound["rollout_over_bound"] == pytest.approx(22 / 11.5)
+    assert e2e.rollout_engine_bound(steady, None, 32) is None  # no engine measurement to compare with
+    assert e2e.rollout_engine_bound([{"timing_s/gen": 20.0}], decode, 32) is None  # a log without the metric

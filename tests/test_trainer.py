@@ -99,6 +99,8 @@ def test_gigpo_advantage_stage_writes_step_advantages_and_skips_padding(monkeypa
     assert metrics["env/invalid_action_rate"] == pytest.approx(1 / 5)
     assert metrics["env/episode_length"] == 2.5
     assert metrics["env/dropped_episode_rate"] == 0.0
+    # b's answers (4 + 1 + 2 tokens) outlast a's (3 + 2); the padding row's token is not counted
+    assert metrics["rollout/longest_session_tokens"] == 7 and metrics["rollout/longest_session_steps"] == 3
 
 
 def test_other_estimators_run_verls_stage(monkeypatch):
@@ -137,6 +139,15 @@ def test_session_time_metrics():
     assert metrics["agent/env_seconds_per_step"] == pytest.approx(0.2)
     assert metrics["agent/env_time_share"] == pytest.approx(0.4 / 1.2)
     assert steps.session_time_metrics([]) == {}
+
+
+def test_longest_session_by_generated_tokens_not_steps():
+    fields = [step("a", 0, "x"), step("a", 1, "y"), step("a", 2, "z"), step("b", 0, "x")]
+    assert steps.longest_session_metrics(fields, [1, 1, 1, 40]) == {
+        "rollout/longest_session_tokens": 40.0, "rollout/longest_session_steps": 1.0}
+    assert steps.longest_session_metrics([], []) == {}
+    with pytest.raises(ValueError):  # a length for every step sample
+        steps.longest_session_metrics(fields, [1, 1])
 
 
 def test_gigpo_batch_names_missing_fields():

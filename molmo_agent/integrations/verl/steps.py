@@ -88,6 +88,23 @@ def episode_metrics(uids: Sequence[str], extra_fields: Sequence[dict[str, Any]],
     return metrics
 
 
+def longest_session_metrics(extra_fields: Sequence[dict[str, Any]],
+                            response_lengths: Sequence[int]) -> dict[str, float]:
+    """The session with the most generated tokens (its answers' lengths summed): those tokens and its steps. Each
+    of its tokens is an engine step after the one before, so no overlap of sessions can end the rollout sooner
+    than its decode steps take (bench/e2e.py's engine-bound estimate of the rollout)."""
+    tokens: dict[str, int] = defaultdict(int)
+    steps: dict[str, int] = defaultdict(int)
+    for fields, length in zip(extra_fields, response_lengths, strict=True):
+        tokens[fields[TRAJ_UID]] += int(length)
+        steps[fields[TRAJ_UID]] += 1
+    if not tokens:
+        return {}
+    longest = max(tokens, key=tokens.__getitem__)
+    return {"rollout/longest_session_tokens": float(tokens[longest]),
+            "rollout/longest_session_steps": float(steps[longest])}
+
+
 def session_time_metrics(extra_fields: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Where a session's time goes: mean seconds per step waiting for generation and for the environment, and the
     environment's share of the two. Sessions run concurrently, so these are waits per session, not stage wall

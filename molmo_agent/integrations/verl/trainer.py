@@ -19,7 +19,8 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.utils.padding import response_to_nested
 
 from molmo_agent.integrations.verl.advantage import GIGPO, write_gigpo_advantages
-from molmo_agent.integrations.verl.steps import episode_metrics, gigpo_batch, session_time_metrics
+from molmo_agent.integrations.verl.steps import (episode_metrics, gigpo_batch, longest_session_metrics,
+                                                 session_time_metrics)
 
 TRAINER_MODE = "agent_sync"
 
@@ -46,14 +47,16 @@ class AgentTrainer(PPOTrainerSync):
         uids = [str(uid) for uid in list(data["uid"])]
         extra_fields = list(data["extra_fields"])
         sessions = self.config.data.train_batch_size * self.config.actor_rollout_ref.rollout.n
+        response_mask = data["response_mask"]
+        # jagged (one row per response length) as TransferQueue keeps it; a batch of equal lengths may come dense
+        padded_mask = response_mask.to_padded_tensor(padding=0) if response_mask.is_nested else response_mask
         metrics.update(episode_metrics([uids[i] for i in real], [extra_fields[i] for i in real], sessions))
         metrics.update(session_time_metrics([extra_fields[i] for i in real]))
+        metrics.update(longest_session_metrics([extra_fields[i] for i in real], padded_mask[real].sum(-1).tolist()))
         if self.config.algorithm.adv_estimator != GIGPO:
             return super()._compute_advantage(batch, metrics)
         assert not self.config.algorithm.use_kl_in_reward, "refused for GiGPO by validate.check_algorithm"
 
-        response_mask = data["response_mask"]
-        padded_mask = response_mask.to_padded_tensor(padding=0)
         # verl pads the batch with copies of a real sample (masked out); GiGPO must not count them as steps.
         step_data = gigpo_batch([uids[i] for i in real], [extra_fields[i] for i in real], padded_mask[real])
         step_data = write_gigpo_advantages(step_data, self.config.algorithm)
