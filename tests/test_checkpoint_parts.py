@@ -3,7 +3,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from molmo_agent.models.checkpoint_parts import join, split, weights_sha256
+from molmo_agent.models.checkpoint_parts import join, main, split, weights_sha256
 
 
 def test_split_then_join_gives_the_bf16_checkpoint_back(molmo2_dir, tmp_path, capsys):
@@ -32,3 +32,17 @@ def test_a_damaged_or_missing_part_is_named_and_nothing_unpacks(molmo2_dir, tmp_
     with pytest.raises(SystemExit, match="missing or damaged parts in .*: part01, part02"):
         join(tmp_path / "parts", tmp_path / "back")
     assert not (tmp_path / "back").exists()
+
+
+def test_a_training_runs_resume_point_travels_too(tmp_path, capsys):
+    # verl's checkpoint: torch shards and the step marker, no safetensors
+    run = tmp_path / "run"
+    (run / "global_step_10" / "actor").mkdir(parents=True)
+    (run / "global_step_10" / "actor" / "model_world_size_1_rank_0.pt").write_bytes(bytes(range(256)) * 4000)
+    (run / "latest_checkpointed_iteration.txt").write_text("10")
+    main(["split", str(run), str(tmp_path / "parts"), "--part-mib", "1"])
+    assert "weights sha256 -" in capsys.readouterr().out
+    main(["join", str(tmp_path / "parts"), str(tmp_path / "back")])
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert (tmp_path / "back" / path.relative_to(run)).read_bytes() == path.read_bytes()

@@ -1,4 +1,5 @@
-"""Move a checkpoint folder between machines in parts small enough for a file-size limit.
+"""Move a checkpoint folder (a model's, or a training run's resume point) between machines in parts small enough
+for a file-size limit.
 
     python -m molmo_agent.models.checkpoint_parts split MODEL_DIR PARTS_DIR [--part-mib 16] [--bf16]
     python -m molmo_agent.models.checkpoint_parts join PARTS_DIR MODEL_DIR
@@ -7,8 +8,8 @@
 halving an fp32 checkpoint; config.json is left as it is: loaders cast to the dtype they ask for) into one tar,
 cuts it into PARTS_DIR/part00, part01, ... of at most --part-mib MiB (`cut_into_parts`, which also cuts the GPU
 wheel bundle) and writes PARTS_DIR/SHA256SUMS: each part's digest, the tar's, and `weights` = `weights_sha256`
-of the packed folder (its safetensors files in name order), the number a learning result records
-(bench/learning.py). `join` checks every digest, unpacks into MODEL_DIR (which must not exist) and prints the
+of the packed folder (its safetensors files in name order; `-` for a folder without any), the number a learning
+result records (bench/learning.py). `join` checks every digest, unpacks into MODEL_DIR (which must not exist) and prints the
 weights digest again. A missing or damaged part is named, and nothing is unpacked.
 """
 import argparse
@@ -22,6 +23,7 @@ from pathlib import Path
 
 TAR = "checkpoint.tar"
 WEIGHTS = "weights"
+NO_WEIGHTS = "-"  # the weights digest of a folder without safetensors files (a verl checkpoint of .pt shards)
 
 
 def sha256(*paths: Path) -> str:
@@ -67,8 +69,8 @@ def to_bf16(model_dir: Path, out: Path) -> None:
 
 
 def split(model_dir: Path, parts_dir: Path, part_mib: int, bf16: bool) -> None:
-    if not (model_dir / "config.json").is_file():
-        sys.exit(f"{model_dir} holds no config.json: not a checkpoint folder")
+    if not model_dir.is_dir():
+        sys.exit(f"{model_dir} is not a folder")
     parts_dir.mkdir(parents=True, exist_ok=False)
     with tempfile.TemporaryDirectory() as scratch:
         source = model_dir.resolve()
@@ -80,7 +82,7 @@ def split(model_dir: Path, parts_dir: Path, part_mib: int, bf16: bool) -> None:
             tar.add(source, arcname=".")
         sums = {part.name: sha256(part) for part in cut_into_parts(tar_path, parts_dir, part_mib)}
         sums[TAR] = sha256(tar_path)
-        sums[WEIGHTS] = weights_sha256(source)
+        sums[WEIGHTS] = weights_sha256(source) or NO_WEIGHTS
     (parts_dir / "SHA256SUMS").write_text("".join(f"{digest}  {name}\n" for name, digest in sums.items()))
     print(f"{len(sums) - 2} parts of at most {part_mib} MiB in {parts_dir}; weights sha256 {sums[WEIGHTS]}")
 
@@ -104,7 +106,7 @@ def join(parts_dir: Path, model_dir: Path) -> None:
         sys.exit(f"the joined parts do not give {TAR}'s digest: a part is from another split")
     with tarfile.open(fileobj=data) as tar:
         tar.extractall(model_dir, filter="data")
-    got = weights_sha256(model_dir)
+    got = weights_sha256(model_dir) or NO_WEIGHTS
     if got != sums[WEIGHTS]:
         sys.exit(f"{model_dir}: weights sha256 {got}, expected {sums[WEIGHTS]}")
     print(f"{model_dir}: weights sha256 {got}")

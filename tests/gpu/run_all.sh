@@ -23,7 +23,9 @@
 #          $HOME/acc-sft; the SHA-256 of its weights is printed), on the same generated games; each run stops at
 #          ITERATIONS or when the stage's LEARN_RL_S (1380 s) ends; its console log and validation episodes
 #          (validation_dump) to $OUT. Two lanes, one per GPU and estimator, make a seed's comparison;
-#          bench/learning.py reads the logs afterwards
+#          bench/learning.py reads the logs afterwards. A run continues on a later machine: `learn-rl-export`
+#          cuts each run's latest checkpoint into 16 MiB parts ($LEARN_WORK/export/<run>/), to be fetched; carried
+#          back into $HOME/acc-run-<run>/, learn-rl joins them into the run's checkpoint folder and verl resumes
 #   4b     plugin, tokens and parity on the 4b-shape checkpoint (made here, ~9 GB)  ~4 min
 #   bench  bench/vllm_molmo2.py: decode throughput and weight-sync time, 4b-shape   ~3 min
 #   bench-e2e      bench/e2e.py: 4 GiGPO iterations of 4b-shape (B=8, G=4, 10 steps), steady-state stage times
@@ -73,6 +75,18 @@ learn_sft() {  # the recipe's stages up to the SFT checkpoint's evaluation, then
     echo "PASS learn-sft: SFT success $(python3 -c "import json, sys; print({s: v['success'] for s, v in \
 json.load(open(sys.argv[1]))['splits'].items()})" "$work/sft_eval.json"), parts in $work/sft_parts"
 }
+learn_rl_export() {  # each run's latest checkpoint (verl's resume point) in parts, for the next machine
+  local work=${LEARN_WORK:-$HOME/alfworld_learning$lane} ckpt step run staged=$work/export-staging
+  for ckpt in "$work"/runs/*/ckpt; do
+    step=$(cat "$ckpt/latest_checkpointed_iteration.txt" 2>/dev/null) || continue
+    run=$(basename "$(dirname "$ckpt")")
+    rm -rf "$staged" "$work/export/$run" && mkdir -p "$staged"
+    cp -r "$ckpt/global_step_$step" "$ckpt/latest_checkpointed_iteration.txt" "$staged/" &&
+      python3 -m molmo_agent.models.checkpoint_parts split "$staged" "$work/export/$run" || return 1
+  done
+  rm -rf "$staged"
+  ls -d "$work"/export/*/ 2>/dev/null | sed 's/^/PASS learn-rl-export: /'
+}
 ray_job() {  # e2e.sh's runs as jobs of a Ray cluster started here, as a user's cluster runs them
   local status=0
   ray start --head --dashboard-host=127.0.0.1 --dashboard-port=8265 \
@@ -86,6 +100,12 @@ learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under t
   local work=${LEARN_WORK:-$HOME/alfworld_learning$lane} status=0 log run
   case ${LEARN_ESTIMATOR:-} in gigpo | grpo) ;; *) echo "learn-rl: set LEARN_ESTIMATOR to gigpo or grpo"; return 2 ;; esac
   mkdir -p "$work"
+  for parts in "$HOME"/acc-run-*/; do  # runs continued from an earlier machine's checkpoint (learn-rl-export)
+    [ -d "$parts" ] || continue
+    run=$(basename "$parts") run=${run#acc-run-}
+    [ -d "$work/runs/$run/ckpt" ] ||
+      python3 -m molmo_agent.models.checkpoint_parts join "$parts" "$work/runs/$run/ckpt" || return 1
+  done
   [ -f "$work/sft_model/config.json" ] ||
     python3 -m molmo_agent.models.checkpoint_parts join "${LEARN_SFT_PARTS:-$HOME/acc-sft}" "$work/sft_model" ||
     return 1
@@ -119,6 +139,7 @@ for stage in "${stages[@]}"; do
     sft)   bash tests/gpu/sft.sh all && echo "PASS sft: SFT checkpoint evaluated and trained 2 GiGPO iterations" ;;
     learn-sft) learn_sft ;;
     learn-rl) learn_rl ;;
+    learn-rl-export) learn_rl_export ;;
     4b)    timeout "${FOURB_S:-360}" python3 tests/gpu/check_vllm_molmo2.py --size 4b-shape --checks plugin,tokens,parity ;;
     bench) timeout "${BENCH_S:-480}" python3 bench/vllm_molmo2.py ;;
     bench-e2e) bench_inputs &&
@@ -147,7 +168,7 @@ for stage in "${stages[@]}"; do
     bench-overlap) bench_inputs &&
       timeout "${OVERLAP_S:-1200}" python3 bench/rollout_overlap.py --model "$FOURB" \
         --games-root "$GAMES/json_2.1.1/train" ;;
-    *)     echo "unknown stage (tiny, tiny-tp2, e2e, e2e-sokoban, e2e-2gpu, e2e-sokoban-2gpu, ray-job, sft, learn-sft, learn-rl, 4b, bench, bench-e2e, bench-e2e-sokoban, bench-e2e-rows, bench-overlap)"; false ;;
+    *)     echo "unknown stage (tiny, tiny-tp2, e2e, e2e-sokoban, e2e-2gpu, e2e-sokoban-2gpu, ray-job, sft, learn-sft, learn-rl, learn-rl-export, 4b, bench, bench-e2e, bench-e2e-sokoban, bench-e2e-rows, bench-overlap)"; false ;;
   esac
   status=$?
   [ $status -eq 0 ] || echo "FAIL stage $stage: exit status $status$([ $status -eq 124 ] && echo ' (time limit)')"
