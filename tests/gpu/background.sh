@@ -6,8 +6,8 @@
 #       copy this checkout to $HOME/bg-NAME and start run_all.sh STAGE... there under setsid (logs and JSON in
 #       $HOME/bg-out-NAME); return at once. NAME defaults to `main`.
 #   bash tests/gpu/background.sh wait [SECONDS]
-#       wait until every started lane is done or SECONDS (default 560) pass; print each lane's stage lines and
-#       summary so far; pack the lanes' logs and JSON (run_all's and the benches') into $OUT/lanes.tar.gz
+#       wait until every started lane is done or SECONDS (default 560) pass; print each lane's stage lines,
+#       summary and last validations (a training run's success per split) so far; pack the lanes' logs and JSON (run_all's and the benches') into $OUT/lanes.tar.gz
 #       (NAME/... inside)
 #
 # Lanes run side by side, one per GPU (`CUDA_VISIBLE_DEVICES=1 background.sh start --lane b sft`). A lane named
@@ -66,6 +66,10 @@ case ${1:-} in
       bg=$HOME/bg-$lane bg_out=$HOME/bg-out-$lane
       echo "--- lane $lane"
       grep -E '^(=== |PASS |FAIL |vLLM .* tok/s|\{"ratio)' "$bg_out/console.log" | cut -c1-400
+      # a training run's last validations: its step and each split's success
+      grep -E 'step:[0-9]+ - .*val-core/' "$bg_out/console.log" | tail -3 | while read -r line; do
+        grep -oE 'step:[0-9]+|val-core/[^ ]+/acc/mean@1:[^ ]+' <<< "$line" | tr '\n' ' ' && echo
+      done
       if [ -f "$bg.done" ]; then echo "lane $lane: done"; else echo "lane $lane: still running"; fi
       mkdir -p "$collected/$lane/bench-results"
       cp "$bg_out"/* "$collected/$lane/" 2>/dev/null
