@@ -27,7 +27,7 @@
 #          cuts each run's latest checkpoint into 16 MiB parts ($LEARN_WORK/export/<run>/), to be fetched; carried
 #          back into $HOME/acc-run-<run>/, learn-rl joins them into the run's checkpoint folder and verl resumes
 #   4b     plugin, tokens and parity on the 4b-shape checkpoint (made here, ~9 GB)  ~4 min
-#   bench  bench/vllm_molmo2.py: decode throughput and weight-sync time, 4b-shape   ~3 min
+#   bench  bench/vllm_molmo2.py: decode throughput, decode steps against their bound, weight-sync time  ~5 min
 #   bench-e2e      bench/e2e.py: 4 GiGPO iterations of 4b-shape (B=8, G=4, 10 steps), steady-state stage times
 #                  and MFU, one row appended to bench/results/e2e_<gpu>.json named BENCH_E2E_LABEL, with
 #                  BENCH_E2E_ARGS passed on (e.g. Hydra overrides); one GPU needs an H200 (an 80 GB GPU is
@@ -43,7 +43,7 @@
 #                  dense mask, on flex attention's block mask, then with micro-batches by token count and fused
 #                  AdamW
 #   bench-overlap  bench/rollout_overlap.py: our agent loop vs a lock-step loop, 4b-shape, same games
-# Time limit of each stage in seconds: TINY_S (540), E2E_S (540 per run, two runs), SFT_S (540 per phase, three), FOURB_S (360), BENCH_S (480),
+# Time limit of each stage in seconds: TINY_S (540), E2E_S (540 per run, two runs), SFT_S (540 per phase, three), FOURB_S (360), BENCH_S (720),
 # BENCH_E2E_S (1800), OVERLAP_S (1200).
 # Needs the bundle installed (install_bundle.sh). Prints PASS/FAIL lines, then a summary; writes JSON summaries,
 # the bench result and run_all.log to $OUT (default ./gpu-out). Exit status 0 only if every check passed.
@@ -141,7 +141,7 @@ for stage in "${stages[@]}"; do
     learn-rl) learn_rl ;;
     learn-rl-export) learn_rl_export ;;
     4b)    timeout "${FOURB_S:-360}" python3 tests/gpu/check_vllm_molmo2.py --size 4b-shape --checks plugin,tokens,parity ;;
-    bench) timeout "${BENCH_S:-480}" python3 bench/vllm_molmo2.py ;;
+    bench) timeout "${BENCH_S:-720}" python3 bench/vllm_molmo2.py ;;
     bench-e2e) bench_inputs &&
       timeout "${BENCH_E2E_S:-1800}" python3 bench/e2e.py --model "$FOURB" --work "$BENCH_WORK" \
         ${BENCH_E2E_LABEL:+--label "$BENCH_E2E_LABEL"} ${BENCH_E2E_ARGS:-} ;;
