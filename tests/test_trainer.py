@@ -38,6 +38,9 @@ class FakeTransferQueue:
         self.keys = [f"{row['uid']}_{row['extra_fields'][steps.TRAJ_UID]}_{row['extra_fields'][steps.STEP_INDEX]}"
                      for row in rows]
         self.data = list_of_dict_to_tensordict(rows)
+        # TransferQueue keeps response masks jagged, whatever their lengths (the helper stacks equal ones)
+        self.data["response_mask"] = torch.nested.as_nested_tensor([row["response_mask"] for row in rows],
+                                                                   layout=torch.jagged)
 
     def kv_batch_get(self, keys, partition_id, select_fields):
         assert keys == self.keys

@@ -48,8 +48,7 @@ class AgentTrainer(PPOTrainerSync):
         extra_fields = list(data["extra_fields"])
         sessions = self.config.data.train_batch_size * self.config.actor_rollout_ref.rollout.n
         response_mask = data["response_mask"]
-        # jagged (one row per response length) as TransferQueue keeps it; a batch of equal lengths may come dense
-        padded_mask = response_mask.to_padded_tensor(padding=0) if response_mask.is_nested else response_mask
+        padded_mask = response_mask.to_padded_tensor(padding=0)
         metrics.update(episode_metrics([uids[i] for i in real], [extra_fields[i] for i in real], sessions))
         metrics.update(session_time_metrics([extra_fields[i] for i in real]))
         metrics.update(longest_session_metrics([extra_fields[i] for i in real], padded_mask[real].sum(-1).tolist()))
