@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from molmo_agent.integrations.verl.eval_report import logged_steps, validation_points
+from molmo_agent.integrations.verl.validation_dump import read_episodes
 from molmo_agent.models.checkpoint_parts import weights_sha256
 
 SPLITS = ("valid_seen", "valid_unseen")
@@ -95,15 +96,6 @@ def game_outcomes(episodes: list[dict[str, Any]],
         if games:
             outcomes.setdefault(episode["step"], {})[games.pop()] = float(episode["acc"])
     return outcomes
-
-
-def read_episodes(path: Path) -> list[dict[str, Any]]:
-    """validation_dump's JSON lines (gzip-compressed when the name ends in .gz)."""
-    import gzip
-
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines]
 
 
 def bootstrap_over_games_and_seeds(differences: np.ndarray, rng: np.random.Generator) -> np.ndarray:

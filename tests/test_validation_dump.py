@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from molmo_agent.integrations.verl.validation_dump import episodes, main
+from molmo_agent.integrations.verl.validation_dump import episodes, main, read_episodes
 
 
 def _dump(path, rows):
@@ -32,6 +32,7 @@ def test_one_line_per_episode_with_its_opening_prompt_and_outcome(tmp_path):
     main([str(tmp_path), "--out", str(tmp_path / "episodes.jsonl.gz")])
     with gzip.open(tmp_path / "episodes.jsonl.gz", "rt") as lines:
         assert [json.loads(line) for line in lines] == found
+    assert read_episodes(tmp_path / "episodes.jsonl.gz") == found
 
 
 @pytest.mark.parametrize("rows, message", [

@@ -8,7 +8,7 @@ fields (`acc` is success: `agent_loop.episode_summary`) and `uid` = `<uid>_<sess
 step within the episode. A game's opening prompt names it (its task and first observation), so the first step of
 each episode says which game was played and `acc` how it ended: enough to pair two runs game by game, in about
 1 % of the dump's bytes. Output: one JSON line per episode, `{"step", "episode", "opening_prompt", "acc"}`,
-sorted by step and then by prompt.
+sorted by step and then by prompt (`write_episodes`; `read_episodes` reads it back).
 """
 from __future__ import annotations
 
@@ -25,9 +25,7 @@ def episodes(dump_dir: Path) -> list[dict[str, Any]]:
     an episode without its first step, raises ValueError naming the file. A dump whose last line was cut off (the
     run was stopped while verl wrote it) is left out with a warning: its validation never reached the log."""
     found = []
-    for path in sorted(dump_dir.glob("*.jsonl"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1):
-        if not path.stem.isdigit():
-            continue
+    for step, path in sorted((int(p.stem), p) for p in dump_dir.glob("*.jsonl") if p.stem.isdigit()):
         lines = path.read_text(encoding="utf-8").splitlines()
         try:
             rows = [json.loads(line) for line in lines[:-1]]
@@ -52,10 +50,26 @@ def episodes(dump_dir: Path) -> list[dict[str, Any]]:
         without_opening = sorted(set(outcomes) - set(openings))
         if without_opening:
             raise ValueError(f"{path}: episodes without their first step: {without_opening[:3]}")
-        found += sorted(({"step": int(path.stem), "episode": episode, "opening_prompt": prompt,
+        found += sorted(({"step": step, "episode": episode, "opening_prompt": prompt,
                           "acc": outcomes[episode]} for episode, prompt in openings.items()),
                         key=lambda e: e["opening_prompt"])
     return found
+
+
+def _open(path: Path, mode: str):
+    return (gzip.open if path.suffix == ".gz" else open)(path, mode, encoding="utf-8")
+
+
+def write_episodes(found: list[dict[str, Any]], path: Path) -> None:
+    """`episodes`' lines into `path` (gzip-compressed when its name ends in .gz)."""
+    with _open(path, "wt") as out:
+        out.writelines(json.dumps(episode) + "\n" for episode in found)
+
+
+def read_episodes(path: Path) -> list[dict[str, Any]]:
+    """The episodes `write_episodes` wrote."""
+    with _open(path, "rt") as lines:
+        return [json.loads(line) for line in lines]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,9 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON lines, gzip-compressed when it ends in .gz")
     args = parser.parse_args(argv)
     found = episodes(args.dump_dir)
-    opener = gzip.open if args.out.suffix == ".gz" else open
-    with opener(args.out, "wt", encoding="utf-8") as out:
-        out.writelines(json.dumps(episode) + "\n" for episode in found)
+    write_episodes(found, args.out)
     steps = sorted({episode["step"] for episode in found})
     print(f"{args.out}: {len(found)} episodes of {len(steps)} validations (steps {steps})")
 
