@@ -56,6 +56,7 @@ mkdir -p "$OUT"
 lane=${LANE:+-$LANE}
 FOURB=$HOME/molmo2-checkpoints$lane/molmo2-4b-shape  # made by the 4b or bench stage, or by bench_inputs
 BENCH_WORK=$HOME/bench_e2e$lane  # bench/e2e.py's --work
+LEARN_WORK=${LEARN_WORK:-$HOME/alfworld_learning$lane}  # the learning recipe's WORK (learn-* stages)
 GAMES=$BENCH_WORK/games  # bench/e2e.py's game tree, shared with bench-overlap
 bench_inputs() {  # the 4b-shape checkpoint and the 8 training games both 4B benches play, each made once
   { [ -f "$FOURB/config.json" ] || python3 -m molmo_agent.models.molmo2.make_checkpoint "$FOURB" --size 4b-shape \
@@ -64,28 +65,28 @@ bench_inputs() {  # the 4b-shape checkpoint and the 8 training games both 4B ben
       --valid-unseen 1 --seed 0 --workers 4; }
 }
 learn_sft() {  # the recipe's stages up to the SFT checkpoint's evaluation, then its parts
-  local work=${LEARN_WORK:-$HOME/alfworld_learning$lane} status=0
-  WORK=$work timeout "${LEARN_SFT_S:-1800}" \
+  local status=0
+  WORK=$LEARN_WORK timeout "${LEARN_SFT_S:-1800}" \
     bash recipes/alfworld_learning/run.sh model games sft-data sft sft-eval || status=$?
-  cp "$work"/*.log "$work"/*.json "$OUT/" 2>/dev/null
-  grep -H . "$work"/stage_seconds/* > "$OUT/learn_stage_seconds.txt" 2>/dev/null
-  [ $status -eq 0 ] && rm -rf "$work/sft_parts" &&
-    python3 -m molmo_agent.models.checkpoint_parts split "$work/sft_model" "$work/sft_parts" --bf16 &&
-    cp "$work/sft_parts/SHA256SUMS" "$OUT/sft_parts_SHA256SUMS" &&
+  cp "$LEARN_WORK"/*.log "$LEARN_WORK"/*.json "$OUT/" 2>/dev/null
+  grep -H . "$LEARN_WORK"/stage_seconds/* > "$OUT/learn_stage_seconds.txt" 2>/dev/null
+  [ $status -eq 0 ] && rm -rf "$LEARN_WORK/sft_parts" &&
+    python3 -m molmo_agent.models.checkpoint_parts split "$LEARN_WORK/sft_model" "$LEARN_WORK/sft_parts" --bf16 &&
+    cp "$LEARN_WORK/sft_parts/SHA256SUMS" "$OUT/sft_parts_SHA256SUMS" &&
     echo "PASS learn-sft: SFT success $(python3 -c "import json, sys; print({s: v['success'] for s, v in \
-json.load(open(sys.argv[1]))['splits'].items()})" "$work/sft_eval.json"), parts in $work/sft_parts"
+json.load(open(sys.argv[1]))['splits'].items()})" "$LEARN_WORK/sft_eval.json"), parts in $LEARN_WORK/sft_parts"
 }
 learn_rl_export() {  # each run's latest checkpoint (verl's resume point) in parts, for the next machine
-  local work=${LEARN_WORK:-$HOME/alfworld_learning$lane} ckpt step run staged=$work/export-staging
-  for ckpt in "$work"/runs/*/ckpt; do
+  local ckpt step run staged=$LEARN_WORK/export-staging
+  for ckpt in "$LEARN_WORK"/runs/*/ckpt; do
     step=$(cat "$ckpt/latest_checkpointed_iteration.txt" 2>/dev/null) || continue
     run=$(basename "$(dirname "$ckpt")")
-    rm -rf "$staged" "$work/export/$run" && mkdir -p "$staged"
+    rm -rf "$staged" "$LEARN_WORK/export/$run" && mkdir -p "$staged"
     cp -r "$ckpt/global_step_$step" "$ckpt/latest_checkpointed_iteration.txt" "$staged/" &&
-      python3 -m molmo_agent.models.checkpoint_parts split "$staged" "$work/export/$run" || return 1
+      python3 -m molmo_agent.models.checkpoint_parts split "$staged" "$LEARN_WORK/export/$run" || return 1
   done
   rm -rf "$staged"
-  ls -d "$work"/export/*/ 2>/dev/null | sed 's/^/PASS learn-rl-export: /'
+  ls -d "$LEARN_WORK"/export/*/ 2>/dev/null | sed 's/^/PASS learn-rl-export: /'
 }
 ray_job() {  # e2e.sh's runs as jobs of a Ray cluster started here, as a user's cluster runs them
   local status=0
@@ -97,27 +98,27 @@ ray_job() {  # e2e.sh's runs as jobs of a Ray cluster started here, as a user's 
   [ $status -eq 0 ] && echo "PASS ray-job: $(tail -1 "$OUT/e2e_check_alfworld.txt")"
 }
 learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under the stage's time limit
-  local work=${LEARN_WORK:-$HOME/alfworld_learning$lane} status=0 log run
+  local status=0 log run
   case ${LEARN_ESTIMATOR:-} in gigpo | grpo) ;; *) echo "learn-rl: set LEARN_ESTIMATOR to gigpo or grpo"; return 2 ;; esac
-  mkdir -p "$work"
+  mkdir -p "$LEARN_WORK"
   for parts in "$HOME"/acc-run-*/; do  # runs continued from an earlier machine's checkpoint (learn-rl-export)
     [ -d "$parts" ] || continue
     run=$(basename "$parts") run=${run#acc-run-}
-    [ -d "$work/runs/$run/ckpt" ] ||
-      python3 -m molmo_agent.models.checkpoint_parts join "$parts" "$work/runs/$run/ckpt" || return 1
+    [ -d "$LEARN_WORK/runs/$run/ckpt" ] ||
+      python3 -m molmo_agent.models.checkpoint_parts join "$parts" "$LEARN_WORK/runs/$run/ckpt" || return 1
   done
-  [ -f "$work/sft_model/config.json" ] ||
-    python3 -m molmo_agent.models.checkpoint_parts join "${LEARN_SFT_PARTS:-$HOME/acc-sft}" "$work/sft_model" ||
+  [ -f "$LEARN_WORK/sft_model/config.json" ] ||
+    python3 -m molmo_agent.models.checkpoint_parts join "${LEARN_SFT_PARTS:-$HOME/acc-sft}" "$LEARN_WORK/sft_model" ||
     return 1
-  WORK=$work SEEDS=${LEARN_SEEDS:-0} timeout "${LEARN_RL_S:-1380}" \
+  WORK=$LEARN_WORK SEEDS=${LEARN_SEEDS:-0} timeout "${LEARN_RL_S:-1380}" \
     bash recipes/alfworld_learning/run.sh games "rl-$LEARN_ESTIMATOR" || status=$?
-  for log in "$work"/runs/*/train.log; do
+  for log in "$LEARN_WORK"/runs/*/train.log; do
     run=$(dirname "$log")
     cp "$log" "$OUT/$(basename "$run").log"
     [ -d "$run/validation" ] && python3 -m molmo_agent.integrations.verl.validation_dump "$run/validation" \
       --out "$OUT/$(basename "$run")_episodes.jsonl.gz"
   done
-  grep -H . "$work"/stage_seconds/* > "$OUT/learn_stage_seconds.txt" 2>/dev/null
+  grep -H . "$LEARN_WORK"/stage_seconds/* > "$OUT/learn_stage_seconds.txt" 2>/dev/null
   # the time limit ends a run early by design: its curve holds the validations it reached
   [ $status -eq 0 ] || [ $status -eq 124 ] && echo "PASS learn-rl: $LEARN_ESTIMATOR runs ($([ $status -eq 124 ] &&
     echo 'stopped by LEARN_RL_S' || echo 'finished')), logs in $OUT"

@@ -235,12 +235,9 @@ def fingerprint_parameters(model) -> dict[str, str]:
 
 
 def weight_fingerprints(llm) -> dict[str, str]:
-    """`fingerprint_parameters` of the engine's model: by name with one worker; with tensor parallelism by
-    "rank<r>/<name>", each rank holding its slice (an engine started at the same size slices alike)."""
-    per_worker = llm.apply_model(fingerprint_parameters)
-    if len(per_worker) == 1:
-        return per_worker[0]
-    return {f"rank{rank}/{name}": digest for rank, fingerprints in enumerate(per_worker)
+    """`fingerprint_parameters` of the engine's model in every worker, by "rank<r>/<name>": with tensor
+    parallelism each rank holds its slice (an engine started at the same size slices alike)."""
+    return {f"rank{rank}/{name}": digest for rank, fingerprints in enumerate(llm.apply_model(fingerprint_parameters))
             for name, digest in fingerprints.items()}
 
 
