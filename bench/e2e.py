@@ -97,10 +97,15 @@ def peak_memory_gb(steps: dict[int, dict[str, float]]) -> dict[str, float]:
     return {key: max(metrics[key] for metrics in steps.values() if key in metrics) for key in keys}
 
 
+def steady(steps: dict[int, dict[str, float]]) -> list[dict[str, float]]:
+    """The metrics of steps 2..N: the steady state, past step 1's one-time costs."""
+    return [steps[step] for step in sorted(steps) if step >= 2]
+
+
 def timings(steps: dict[int, dict[str, float]]) -> dict:
     """The row's measurements from each step's metrics (steps 1..N, N >= 2): step 1 apart, the medians over
     steps 2..N, the peak memory counters, and every step's metrics."""
-    later = [steps[step] for step in sorted(steps) if step >= 2]
+    later = steady(steps)
     return {"first_iteration": summary([steps[1]]),
             "steady_state": {"iterations": len(later), **summary(later)},
             "peak_gpu_memory_gb": peak_memory_gb(steps),
@@ -236,8 +241,7 @@ def main() -> None:
         row["image_tokens_per_step"] = image_tokens_per_step(model, steps)
     engine_bench = ROOT / "bench" / "results" / f"vllm_molmo2_{harness.device_tag()}.json"
     decode = json.loads(engine_bench.read_text()).get("decode") if engine_bench.exists() else None
-    later = [steps[step] for step in sorted(steps) if step >= 2]
-    row["rollout_engine_bound"] = rollout_engine_bound(later, decode, args.games * args.group)
+    row["rollout_engine_bound"] = rollout_engine_bound(steady(steps), decode, args.games * args.group)
     out = result_path(args.env, harness.device_tag(), args.gpus)
     append_row(out, row)
     print(json.dumps({k: row[k] for k in ("label", "first_iteration", "steady_state", "peak_gpu_memory_gb")},

@@ -163,7 +163,8 @@ def pair_summary(lock: dict, ours: dict) -> dict:
     ratio = ours["wall_s"] / lock["wall_s"]
     bound = statistics.mean(run["decode_steps"]["async"] / run["decode_steps"]["lock_step"] for run in (lock, ours))
     captured = (1 - ratio) / (1 - bound) if bound < 1 else None
-    return {"ratio": round(ratio, 3), "bound": round(bound, 3), "captured_share": captured and round(captured, 3)}
+    return {"ratio": round(ratio, 3), "bound": round(bound, 3),
+            "captured_share": None if captured is None else round(captured, 3)}
 
 
 def median_and_spread(values: list[float | None]) -> tuple[float | None, list[float] | None]:

@@ -9,8 +9,8 @@ halving an fp32 checkpoint; config.json is left as it is: loaders cast to the dt
 cuts it into PARTS_DIR/part00, part01, ... of at most --part-mib MiB (`cut_into_parts`, which also cuts the GPU
 wheel bundle) and writes PARTS_DIR/SHA256SUMS: each part's digest, the tar's, and `weights` = `weights_sha256`
 of the packed folder (its safetensors files in name order; `-` for a folder without any), the number a learning
-result records (bench/learning.py). `join` checks every digest, unpacks into MODEL_DIR (which must not exist) and prints the
-weights digest again. A missing or damaged part is named, and nothing is unpacked.
+result records (bench/learning.py). `join` checks every digest, unpacks into MODEL_DIR (which must not exist) and
+prints the weights digest again. A missing or damaged part is named, and nothing is unpacked.
 """
 import argparse
 import hashlib
