@@ -15,7 +15,8 @@
 # own Ray instance, and none may `ray stop` the others'. `start` refuses a GPU that a running lane uses: vLLM's
 # start-up memory profiling fails when another process on its GPU frees memory meanwhile (another engine's
 # profiling, verl's rollout sleeping between steps, a training run ending), so lanes cannot share a GPU
-# (tests/gpu/results/lanes_shared_gpu_h200x2_2026-11-30.txt).
+# (tests/gpu/results/lanes_shared_gpu_h200x2_2026-11-30.txt). Except e2e lanes that fix vLLM's KV cache
+# (E2E_KV_CACHE_GB, e2e.sh): vLLM skips that profiling, so lanes started with it may share a GPU with each other.
 # `wait` does not source env.sh: reinstalling the checkout under running stages would pull files from under them.
 # The node goes back after 30 s without a command: issue each `wait` right after the last.
 set -uo pipefail
@@ -27,22 +28,25 @@ case ${1:-} in
     if [ "${1:-}" = --lane ]; then lane=$2 isolated=1; shift 2; fi
     [ $# -gt 0 ] || { echo "usage: background.sh start [--lane NAME] STAGE..."; exit 2; }
     bg=$HOME/bg-$lane bg_out=$HOME/bg-out-$lane
-    gpus=${CUDA_VISIBLE_DEVICES:-all}
+    gpus=${CUDA_VISIBLE_DEVICES:-all} shares=${E2E_KV_CACHE_GB:+1}
     if [ -f "$LANES" ]; then
       while read -r other; do  # a running lane (no done mark) on one of these GPUs, or on all of them
         [ "$other" = "$lane" ] || [ -f "$HOME/bg-$other.done" ] || [ ! -f "$HOME/bg-$other.gpus" ] && continue
+        [ -n "$shares" ] && [ -f "$HOME/bg-$other.shares" ] && continue
         taken=$(cat "$HOME/bg-$other.gpus")
         for gpu in ${gpus//,/ }; do
           if [ "$gpu" = all ] || [ "$taken" = all ] || [[ ",$taken," == *",$gpu,"* ]]; then
             echo "lane $lane: GPU $gpu is in use by running lane $other (GPUs $taken); lanes cannot share a GPU" \
-              "(vLLM's start-up profiling fails when another process frees memory on it): set CUDA_VISIBLE_DEVICES"
+              "(vLLM's start-up profiling fails when another process frees memory on it): set CUDA_VISIBLE_DEVICES," \
+              "or E2E_KV_CACHE_GB on both e2e lanes"
             exit 2
           fi
         done
       done < "$LANES"
     fi
-    rm -rf "$bg" "$bg_out" "$bg.done" && mkdir -p "$bg" "$bg_out"
+    rm -rf "$bg" "$bg_out" "$bg.done" "$bg.shares" && mkdir -p "$bg" "$bg_out"
     echo "$gpus" > "$bg.gpus"
+    [ -z "$shares" ] || touch "$bg.shares"
     grep -qx "$lane" "$LANES" 2>/dev/null || echo "$lane" >> "$LANES"
     # The checkout's files, away from the next command's copy: tracked and untracked-not-ignored ones that exist
     # (the device tool's copy can carry an older index than its files).
