@@ -57,6 +57,16 @@ def test_launch_script_config_composes_and_validates(model_dir, data_dir):
     # Checkpoints and resume are verl's, passed through.
     assert config.trainer.save_freq == 5 and config.trainer.resume_mode == "auto"
     assert config.ray_kwargs.ray_init.runtime_env.env_vars.NCCL_NVLS_ENABLE == "0"
+    assert "kv_cache_memory_bytes" not in config.actor_rollout_ref.rollout.engine_kwargs.vllm  # vLLM sizes it
+
+
+def test_kv_cache_gb_fixes_vllms_kv_cache(model_dir, data_dir):
+    env = {**os.environ, "MODEL_PATH": str(model_dir), "DATA_DIR": str(data_dir), "DRY_RUN": "1",
+           "PYTHON": sys.executable, "KV_CACHE_GB": "3"}
+    done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = OmegaConf.create(done.stdout)
+    assert config.actor_rollout_ref.rollout.engine_kwargs.vllm.kv_cache_memory_bytes == 3 * 2**30
 
 
 def test_grpo_baseline_script_selects_grpo(model_dir, data_dir):
@@ -320,6 +330,12 @@ def test_actor_memory_of_a_4b_model_per_phase(model_dir, data_dir, monkeypatch):
     on_cpu = compose_config(model_dir, data_dir, "actor_rollout_ref.actor.strategy=fsdp2",
                             "actor_rollout_ref.actor.fsdp_config.offload_policy=True")
     assert actor_gpu_memory_gib(on_cpu, MOLMO2_4B_PARAMS, H100_GIB) == {}
+    # a fixed KV cache (KV_CACHE_GB): vLLM holds that and its bf16 weights (9.0 GiB, halved at TP 2)
+    fixed_cache = compose_config(model_dir, data_dir, "trainer.n_gpus_per_node=2",
+                                 "actor_rollout_ref.rollout.tensor_model_parallel_size=2",
+                                 "++actor_rollout_ref.rollout.engine_kwargs.vllm.kv_cache_memory_bytes=4294967296")
+    assert actor_gpu_memory_gib(fixed_cache, MOLMO2_4B_PARAMS, H100_GIB)["rollout"] == pytest.approx(
+        4.0 + 4.5 + 9.0 + 18.1 + 4.5, abs=0.1)
     apart = compose_config(model_dir, data_dir, "actor_rollout_ref.hybrid_engine=False")  # vLLM on other GPUs
     assert set(actor_gpu_memory_gib(apart, MOLMO2_4B_PARAMS, H100_GIB)) == {"update"}
     monkeypatch.setenv("MOLMO_AGENT_REF_ON_GPU", "0")  # verl's forced offload: the reference on the host

@@ -1,8 +1,8 @@
 """`tests/gpu/background.sh start` keeps lanes on separate GPUs, unless both fix vLLM's KV cache.
 
 Two verl runs on one GPU break each other at start-up: vLLM's memory profiling asserts when another process frees
-memory on its GPU meanwhile (tests/gpu/results/lanes_shared_gpu_h200x2_2026-11-30.txt); e2e lanes started with
-E2E_KV_CACHE_GB skip that profiling. The script runs here on a throw-away checkout whose `run_all.sh` only sleeps,
+memory on its GPU meanwhile (tests/gpu/results/lanes_shared_gpu_h200x2_2026-11-30.txt); lanes started with
+KV_CACHE_GB skip that profiling. The script runs here on a throw-away checkout whose `run_all.sh` only sleeps,
 with HOME in a temporary folder.
 """
 
@@ -31,12 +31,12 @@ def _checkout(tmp_path: Path) -> Path:
 
 def _start(repo: Path, home: Path, lane: str, gpus: str | None, kv_cache_gb: str | None = None
            ) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "E2E_KV_CACHE_GB")}
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "KV_CACHE_GB")}
     env["HOME"] = str(home)
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpus
     if kv_cache_gb is not None:
-        env["E2E_KV_CACHE_GB"] = kv_cache_gb
+        env["KV_CACHE_GB"] = kv_cache_gb
     return subprocess.run(["bash", "tests/gpu/background.sh", "start", "--lane", lane, "stage"], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=60)
 
@@ -85,7 +85,7 @@ def test_lanes_that_fix_the_kv_cache_share_a_gpu_only_with_each_other(tmp_path: 
         assert _start(repo, home, "b", "0", kv_cache_gb="2").returncode == 0
         # a lane that profiles vLLM's memory may not join them, nor may they join it
         refused = _start(repo, home, "c", "0")
-        assert refused.returncode == 2 and "E2E_KV_CACHE_GB on both e2e lanes" in refused.stdout
+        assert refused.returncode == 2 and "KV_CACHE_GB on both lanes" in refused.stdout
         assert _start(repo, home, "d", "1").returncode == 0
         assert _start(repo, home, "e", "1", kv_cache_gb="2").returncode == 2
         # a restarted lane forgets that it shared

@@ -18,6 +18,9 @@
 #   OFFLOAD      verl's FSDP parameter and optimizer offload to CPU between phases [False]: frees the GPU for
 #                vLLM during the rollout; the update still holds everything on the GPU, and the pinned host
 #                copies can cost up to twice their size in host RAM (the pinned allocator rounds blocks up)
+#   KV_CACHE_GB  vLLM's KV cache in GiB instead of its share of the GPU (rollout.gpu_memory_utilization) [unset]:
+#                vLLM then skips its start-up memory profiling, which fails when another process on the GPU frees
+#                memory meanwhile, so that several small runs (seeds, tests) can share one GPU
 #   DRY_RUN=1    run every check of the config (model directory, game data, prompt length, memory, ...),
 #                print the resolved config and exit: Ray never starts. A bad config exits non-zero with its error
 # Every argument is passed on as a Hydra override, after the script's own (so it wins).
@@ -56,6 +59,8 @@ fi
 
 dry_run=()
 [ "${DRY_RUN:-0}" = 1 ] && dry_run=(--dry-run)
+kv_cache=()
+[ -z "${KV_CACHE_GB:-}" ] || kv_cache=("++actor_rollout_ref.rollout.engine_kwargs.vllm.kv_cache_memory_bytes=$((KV_CACHE_GB << 30))")
 
 exec "$PYTHON" -m molmo_agent.main "${dry_run[@]}" \
   data.train_files="$DATA_DIR/train.parquet" \
@@ -74,4 +79,5 @@ exec "$PYTHON" -m molmo_agent.main "${dry_run[@]}" \
   trainer.nnodes="$NNODES" \
   trainer.project_name="$PROJECT" \
   trainer.experiment_name="$EXPERIMENT" \
+  "${kv_cache[@]}" \
   "$@"

@@ -15,8 +15,10 @@
 # own Ray instance, and none may `ray stop` the others'. `start` refuses a GPU that a running lane uses: vLLM's
 # start-up memory profiling fails when another process on its GPU frees memory meanwhile (another engine's
 # profiling, verl's rollout sleeping between steps, a training run ending), so lanes cannot share a GPU
-# (tests/gpu/results/lanes_shared_gpu_h200x2_2026-11-30.txt). Except e2e lanes that fix vLLM's KV cache
-# (E2E_KV_CACHE_GB, e2e.sh): vLLM skips that profiling, so lanes started with it may share a GPU with each other.
+# (tests/gpu/results/lanes_shared_gpu_h200x2_2026-11-30.txt). Except lanes that fix vLLM's KV cache
+# (KV_CACHE_GB, read by examples/gigpo_trainer/run_alfworld.sh, so every verl launch of the e2e and learn-* stages):
+# vLLM skips that profiling, so lanes started with it may share a GPU with each other. Start such lanes a minute
+# apart: two verl launches starting together can pick the same rendezvous port (EADDRINUSE).
 # `wait` does not source env.sh: reinstalling the checkout under running stages would pull files from under them.
 # The node goes back after 30 s without a command: issue each `wait` right after the last.
 set -uo pipefail
@@ -28,7 +30,7 @@ case ${1:-} in
     if [ "${1:-}" = --lane ]; then lane=$2 isolated=1; shift 2; fi
     [ $# -gt 0 ] || { echo "usage: background.sh start [--lane NAME] STAGE..."; exit 2; }
     bg=$HOME/bg-$lane bg_out=$HOME/bg-out-$lane
-    gpus=${CUDA_VISIBLE_DEVICES:-all} shares=${E2E_KV_CACHE_GB:+1}
+    gpus=${CUDA_VISIBLE_DEVICES:-all} shares=${KV_CACHE_GB:+1}
     if [ -f "$LANES" ]; then
       while read -r other; do  # a running lane (no done mark) on one of these GPUs, or on all of them
         [ "$other" = "$lane" ] || [ -f "$HOME/bg-$other.done" ] || [ ! -f "$HOME/bg-$other.gpus" ] && continue
@@ -38,7 +40,7 @@ case ${1:-} in
           if [ "$gpu" = all ] || [ "$taken" = all ] || [[ ",$taken," == *",$gpu,"* ]]; then
             echo "lane $lane: GPU $gpu is in use by running lane $other (GPUs $taken); lanes cannot share a GPU" \
               "(vLLM's start-up profiling fails when another process frees memory on it): set CUDA_VISIBLE_DEVICES," \
-              "or E2E_KV_CACHE_GB on both e2e lanes"
+              "or KV_CACHE_GB on both lanes"
             exit 2
           fi
         done

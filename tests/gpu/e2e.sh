@@ -25,9 +25,9 @@
 # E2E_GPUS (default 1: FSDP over that many GPUs) and E2E_TP (vLLM's tensor-parallel size, default E2E_GPUS); with
 # more than one GPU the work folder's name ends in _<N>gpu. E2E_RAY_ADDRESS (e.g. http://127.0.0.1:8265): submit
 # each run as a job to that running Ray cluster (`ray job submit --working-dir . -- ...`) instead of starting one.
-# E2E_KV_CACHE_GB: give vLLM a KV cache of that many GiB (kv_cache_memory_bytes) instead of a share of the GPU; vLLM
-# then skips its start-up memory profiling, the step that fails when another process on the GPU frees memory, so
-# two runs can share one GPU (background.sh lanes started with it may).
+# KV_CACHE_GB (run_alfworld.sh's): vLLM's KV cache fixed at that many GiB; vLLM then skips the start-up memory
+# profiling that fails when another process on the GPU frees memory, so runs can share a GPU (background.sh lanes
+# started with it may).
 set -euo pipefail
 export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1 VLLM_USE_FLASHINFER_SAMPLER=0
 # vLLM's INFO lines carry the times of its start-up steps (verl sets WARN unless the variable is set): a verl
@@ -65,8 +65,6 @@ run() {  # run STEPS LOG CKPT: train until global step STEPS (resuming from CKPT
     trainer.total_training_steps="$1" trainer.total_epochs=100 trainer.val_before_train=False
     trainer.test_freq=2 trainer.save_freq=2 trainer.default_local_dir="$3"
     "trainer.logger=[console,tensorboard]" trainer.experiment_name="e2e_$ENV_NAME")
-  [ -z "${E2E_KV_CACHE_GB:-}" ] ||
-    launch+=("+actor_rollout_ref.rollout.engine_kwargs.vllm.kv_cache_memory_bytes=$((E2E_KV_CACHE_GB << 30))")
   # E2E_RAY_ADDRESS: the same command as the entrypoint of a job on a running Ray cluster (docs/training.md)
   [ -z "${E2E_RAY_ADDRESS:-}" ] ||
     launch=(ray job submit --address "$E2E_RAY_ADDRESS" --working-dir . -- "${launch[@]}")

@@ -412,7 +412,8 @@ def actor_gpu_memory_gib(config: DictConfig, num_params: int, gpu_gib: float) ->
       temporary of torch's foreach step (not with `fused`); verl's `param_offload` / `optimizer_offload` move
       them back to the GPU for the update, so they do not lower this.
     rollout (vLLM colocated, `hybrid_engine`): vLLM's `gpu_memory_utilization` share next to what stays of the
-      actor (weights unless `param_offload`, the moments unless `optimizer_offload`).
+      actor (weights unless `param_offload`, the moments unless `optimizer_offload`); with a fixed KV cache
+      (`engine_kwargs.vllm.kv_cache_memory_bytes`) vLLM's part is that cache and its bf16 weights' slice instead.
     Both phases: the reference model's weights in its `model_dtype` when the KL loss needs one and it stays on
     the GPU (`reference.py`: unless its `param_offload` or verl's forced offload, `MOLMO_AGENT_REF_ON_GPU=0`).
     """
@@ -432,7 +433,10 @@ def actor_gpu_memory_gib(config: DictConfig, num_params: int, gpu_gib: float) ->
     ref_weights = ref_width * per_shard if ref_resident else 0.0
     need = {"update": weights * 2 + moments + (0 if fused else weights) + ref_weights}
     if config.actor_rollout_ref.get("hybrid_engine", True):  # vLLM on the training GPUs
-        vllm = config.actor_rollout_ref.rollout.gpu_memory_utilization * gpu_gib
+        rollout = config.actor_rollout_ref.rollout
+        kv_cache_bytes = (rollout.get("engine_kwargs") or {}).get("vllm", {}).get("kv_cache_memory_bytes")
+        vllm = (kv_cache_bytes / 2**30 + 2 * num_params / rollout.tensor_model_parallel_size / 2**30
+                if kv_cache_bytes else rollout.gpu_memory_utilization * gpu_gib)
         need["rollout"] = (vllm + (0 if fsdp.param_offload else weights) + (0 if fsdp.optimizer_offload else moments)
                            + ref_weights)
     return need
