@@ -57,6 +57,7 @@ lane=${LANE:+-$LANE}
 FOURB=$HOME/molmo2-checkpoints$lane/molmo2-4b-shape  # made by the 4b or bench stage, or by bench_inputs
 BENCH_WORK=$HOME/bench_e2e$lane  # bench/e2e.py's --work
 LEARN_WORK=${LEARN_WORK:-$HOME/alfworld_learning$lane}  # the learning recipe's WORK (learn-* stages)
+LEARN_GAMES_WORK=$HOME/alfworld_learning_games  # learn-rl's games, shared by every lane of the node
 GAMES=$BENCH_WORK/games  # bench/e2e.py's game tree, shared with bench-overlap
 bench_inputs() {  # the 4b-shape checkpoint and the 8 training games both 4B benches play, each made once
   { [ -f "$FOURB/config.json" ] || python3 -m molmo_agent.models.molmo2.make_checkpoint "$FOURB" --size 4b-shape \
@@ -110,6 +111,11 @@ learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under t
   [ -f "$LEARN_WORK/sft_model/config.json" ] ||
     python3 -m molmo_agent.models.checkpoint_parts join "${LEARN_SFT_PARTS:-$HOME/acc-sft}" "$LEARN_WORK/sft_model" ||
     return 1
+  # The games and parquet files, made once on the node for every lane (the first lane makes them, the others wait)
+  if [ ! -e "$LEARN_WORK/data" ]; then
+    { flock 9 && WORK=$LEARN_GAMES_WORK bash recipes/alfworld_learning/run.sh games; } 9> "$LEARN_GAMES_WORK.lock" &&
+      ln -s "$LEARN_GAMES_WORK/data" "$LEARN_WORK/data" || return 1
+  fi
   WORK=$LEARN_WORK SEEDS=${LEARN_SEEDS:-0} timeout "${LEARN_RL_S:-1380}" \
     bash recipes/alfworld_learning/run.sh games "rl-$LEARN_ESTIMATOR" || status=$?
   for log in "$LEARN_WORK"/runs/*/train.log; do
