@@ -5,10 +5,10 @@
 
 Each run is ESTIMATOR:SEED:LOG. A run validates before its first update (iteration 0: the SFT level) and every
 `trainer.test_freq` iterations (`eval_report.validation_points`); each validation is a curve point. Environment
-steps are the agent actions of the training rollouts up to and including that iteration: per iteration,
-`env/episode_length` (mean steps of the played episodes) x B x G x (1 - `env/dropped_episode_rate`). A dropped
-episode (its environment failed) leaves no step sample, so its actions cannot be counted; validation episodes are
-not counted. `episodes` counts every session started, B x G per iteration.
+steps are the agent actions of the training rollouts up to and including that iteration, as our trainer logs them
+with every validation (`env/cumulative_steps`, one per step sample, kept in its checkpoints across resumes). A
+dropped episode (its environment failed) leaves no step sample, so its actions cannot be counted; validation
+episodes are not counted. `episodes` counts every session started, B x G per iteration.
 
 The comparison is read at the last validation of each run at or below the largest environment-step count every
 run reached (never a curve's best point): GiGPO minus GRPO valid_unseen success, the mean over seeds of the
@@ -45,22 +45,19 @@ def learning_curve(log: str, episodes_per_iteration: int) -> list[dict[str, Any]
     validations = validation_points(log)
     if 0 not in validations:
         raise ValueError("the log has no validation before training (step 0): run with trainer.val_before_train=True")
-    curve, env_steps, episodes = [], 0.0, 0
-    for iteration in range(max(validations) + 1):
-        metrics = steps.get(iteration, {})
-        if iteration > 0:
-            if "env/episode_length" not in metrics:
-                raise ValueError(f"iteration {iteration} logged no env/episode_length: environment steps unknown")
-            played = episodes_per_iteration * (1.0 - metrics.get("env/dropped_episode_rate", 0.0))
-            env_steps += metrics["env/episode_length"] * played
-            episodes += episodes_per_iteration
-        if iteration in validations:
-            missing = [split for split in SPLITS if split not in validations[iteration]]
-            if missing:
-                raise ValueError(f"iteration {iteration}'s validation has no success for {missing}")
-            curve.append({"iteration": iteration, "env_steps": round(env_steps), "episodes": episodes,
-                          "train_success": metrics.get("env/success_rate") if iteration > 0 else None,
-                          **{split: validations[iteration][split]["success"] for split in SPLITS}})
+    curve = []
+    for iteration in sorted(validations):
+        metrics = steps[iteration]
+        if "env/cumulative_steps" not in metrics:
+            raise ValueError(f"iteration {iteration}'s validation logged no env/cumulative_steps (a log from before "
+                             "our trainer counted them): environment steps unknown")
+        missing = [split for split in SPLITS if split not in validations[iteration]]
+        if missing:
+            raise ValueError(f"iteration {iteration}'s validation has no success for {missing}")
+        curve.append({"iteration": iteration, "env_steps": int(metrics["env/cumulative_steps"]),
+                      "episodes": iteration * episodes_per_iteration,
+                      "train_success": metrics.get("env/success_rate") if iteration > 0 else None,
+                      **{split: validations[iteration][split]["success"] for split in SPLITS}})
     return curve
 
 

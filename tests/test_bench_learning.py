@@ -28,17 +28,21 @@ RUNS = {
 
 
 def run_log(length: int, dropped: list[float], unseen: list[float]) -> str:
-    """verl's console lines of a run that validates at iterations 0, 2 and 4 (valid_seen = valid_unseen / 2)."""
-    lines = ["Training Progress: 0it"]
+    """verl's console lines of a run that validates at iterations 0, 2 and 4 (valid_seen = valid_unseen / 2), with
+    our trainer's step counts: every played episode's actions, logged with the training and validation metrics."""
+    lines, cumulative = ["Training Progress: 0it"], 0
     for iteration in range(5):
         metrics = {}
         if iteration > 0:
+            played_steps = round(length * B * G * (1 - dropped[iteration - 1]))
+            cumulative += played_steps
             metrics = {"actor/pg_loss": 0.1, "env/episode_length": float(length), "env/success_rate": 0.1 * iteration,
-                       "env/dropped_episode_rate": dropped[iteration - 1]}
+                       "env/dropped_episode_rate": dropped[iteration - 1], "env/steps": played_steps}
         if iteration % 2 == 0:
             success = unseen[iteration // 2]
             metrics["val-core/alfworld/valid_unseen/acc/mean@1"] = success
             metrics["val-core/alfworld/valid_seen/acc/mean@1"] = success / 2
+        metrics["env/cumulative_steps"] = cumulative
         lines.append(f"(TaskRunnerV1 pid=7) {concat_dict_to_str(metrics, step=iteration)}")
     return "\n".join(lines) + "\n"
 
@@ -52,6 +56,20 @@ def test_curve_counts_played_actions_and_starts_at_the_sft_validation():
     assert curve[0]["train_success"] is None and curve[2]["train_success"] == pytest.approx(0.4)
     assert [p["valid_unseen"] for p in curve] == [0.2, 0.3, 0.8]
     assert [p["valid_seen"] for p in curve] == [0.1, 0.15, 0.4]
+
+
+def test_a_validation_lost_to_a_stop_and_repeated_on_resume_keeps_its_steps():
+    # the first session's run saved iteration 4 and was stopped while validating it: no line for iteration 4; the
+    # resumed run validates at 4 before training (its checkpoint kept the step count), then trains on
+    first = run_log(*RUNS["grpo", 0])
+    first = first[:first.index("step:4 - ")].rsplit("\n", 1)[0] + "\n"
+    resumed = ("(TaskRunnerV1 pid=8) " + concat_dict_to_str({
+        "val-core/alfworld/valid_unseen/acc/mean@1": 0.8, "val-core/alfworld/valid_seen/acc/mean@1": 0.4,
+        "env/cumulative_steps": 150}, step=4) + "\n")
+    curve = learning.learning_curve(first + resumed, B * G)
+    assert [(p["iteration"], p["env_steps"], p["episodes"]) for p in curve] == [(0, 0, 0), (2, 70, 8), (4, 150, 16)]
+    with pytest.raises(ValueError, match="iteration 2's validation logged no env/cumulative_steps"):
+        learning.learning_curve(first.replace("env/cumulative_steps:70", "x:70"), B * G)
 
 
 def test_a_run_without_a_validation_before_training_is_refused():

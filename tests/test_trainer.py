@@ -102,6 +102,7 @@ def test_gigpo_advantage_stage_writes_step_advantages_and_skips_padding(monkeypa
     assert metrics["env/invalid_action_rate"] == pytest.approx(1 / 5)
     assert metrics["env/episode_length"] == 2.5
     assert metrics["env/dropped_episode_rate"] == 0.0
+    assert metrics["env/steps"] == 5 and metrics["env/cumulative_steps"] == 5  # not the padding row
     # b's answers (4 + 1 + 2 tokens) outlast a's (3 + 2); the padding row's token is not counted
     assert metrics["rollout/longest_session_tokens"] == 7 and metrics["rollout/longest_session_steps"] == 3
 
@@ -159,3 +160,33 @@ def test_gigpo_batch_names_missing_fields():
                           torch.ones(1, 2))
     batch = steps.gigpo_batch(["g"], [step("a", 0, "x", reward=1.0)], torch.ones(1, 2))
     assert batch.non_tensor_batch[steps.ENV_REWARD].dtype == np.float32
+
+
+def test_environment_steps_add_up_over_iterations_and_survive_a_resume(monkeypatch, tmp_path):
+    queue = FakeTransferQueue(stored_rows([1, 1, 1, 1, 1]))
+    monkeypatch.setattr(trainer, "tq", queue)
+    monkeypatch.setattr(trainer.PPOTrainerSync, "_compute_advantage", lambda self, batch, metrics: batch)
+    monkeypatch.setattr(trainer.PPOTrainerSync, "_validate", lambda self: {"val-core/alfworld/acc": 0.5})
+    saved_first = []
+    # verl's save writes latest_checkpointed_iteration.txt last: the count must be on disk by then
+    monkeypatch.setattr(trainer.PPOTrainerSync, "_save_checkpoint",
+                        lambda self: saved_first.append((tmp_path / "ckpt/global_step_2/env_steps.json").is_file()))
+    monkeypatch.setattr(trainer.PPOTrainerSync, "_load_checkpoint", lambda self: setattr(self, "global_steps", 2))
+    first = make_trainer("grpo")
+    first.config.trainer = {"default_local_dir": str(tmp_path / "ckpt"), "resume_mode": "auto"}
+    batch = KVBatchMeta(partition_id="train", keys=queue.keys, tags=[{}] * 5)
+    for _ in range(2):
+        metrics = {}
+        first._compute_advantage(batch, metrics)
+    assert metrics["env/steps"] == 5 and metrics["env/cumulative_steps"] == 10
+    first.global_steps = 2
+    first._save_checkpoint()
+    assert saved_first == [True]
+    assert first._validate() == {"val-core/alfworld/acc": 0.5, "env/cumulative_steps": 10}
+
+    resumed = make_trainer("grpo")
+    resumed.config.trainer = first.config.trainer
+    resumed._load_checkpoint()
+    assert resumed._validate()["env/cumulative_steps"] == 10  # the resumed run's validation at step 2
+    resumed._compute_advantage(batch, metrics := {})
+    assert metrics["env/cumulative_steps"] == 15

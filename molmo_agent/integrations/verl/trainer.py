@@ -7,8 +7,13 @@ TransferQueue and calls `write_gigpo_advantages`; any other estimator (grpo, rlo
 unchanged on the same step samples, whose reward is the episode return on the final response token. Either way
 the step samples' environment metrics (success per task type, episode length, invalid actions, anchor groups,
 dropped episodes) and where the sessions' time went (generation vs environment) are logged with the training
-metrics.
+metrics, with the environment steps trained on so far (`env/cumulative_steps`). Checkpoints keep that count and
+every validation logs it, so each validation point of a learning curve carries its own x, across resumes too.
 """
+import json
+import logging
+import os
+
 import torch
 import transfer_queue as tq
 from tensordict import TensorDict
@@ -23,6 +28,10 @@ from molmo_agent.integrations.verl.steps import (episode_metrics, gigpo_batch, l
                                                  session_time_metrics)
 
 TRAINER_MODE = "agent_sync"
+# In each global_step_N checkpoint folder: {"env_steps": agent actions of the training rollouts up to step N}
+ENV_STEPS_FILE = "env_steps.json"
+
+logger = logging.getLogger(__name__)
 
 
 @register_trainer(TRAINER_MODE)
@@ -39,6 +48,35 @@ class AgentTrainer(PPOTrainerSync):
     def trainer_mode(self, _registry_name: str) -> None:
         pass
 
+    # agent actions of the training rollouts so far (a dropped episode leaves no step sample, so none of its own)
+    env_steps: int = 0
+
+    def _save_checkpoint(self) -> None:
+        # before verl's save, whose last write (latest_checkpointed_iteration.txt) marks the checkpoint complete
+        folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, ENV_STEPS_FILE), "w") as f:
+            json.dump({"env_steps": self.env_steps}, f)
+        super()._save_checkpoint()
+
+    def _load_checkpoint(self) -> None:
+        super()._load_checkpoint()
+        if self.global_steps == 0:  # nothing to resume
+            return
+        trainer = self.config.trainer
+        folder = (trainer.resume_from_path if trainer.resume_mode == "resume_path"
+                  else os.path.join(trainer.default_local_dir, f"global_step_{self.global_steps}"))
+        path = os.path.join(folder, ENV_STEPS_FILE)
+        if os.path.isfile(path):
+            with open(path) as f:
+                self.env_steps = int(json.load(f)["env_steps"])
+        else:
+            logger.warning("%s is missing (a checkpoint older than the counter): env/cumulative_steps restarts "
+                           "from 0 at step %d", path, self.global_steps)
+
+    def _validate(self) -> dict[str, float]:
+        return {**super()._validate(), "env/cumulative_steps": self.env_steps}
+
     def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
         real = [i for i, tag in enumerate(batch.tags) if not tag.get("is_padding", False)]
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
@@ -50,6 +88,8 @@ class AgentTrainer(PPOTrainerSync):
         response_mask = data["response_mask"]
         padded_mask = response_mask.to_padded_tensor(padding=0)
         metrics.update(episode_metrics([uids[i] for i in real], [extra_fields[i] for i in real], sessions))
+        self.env_steps += len(real)  # one step sample per agent action
+        metrics["env/steps"], metrics["env/cumulative_steps"] = len(real), self.env_steps
         metrics.update(session_time_metrics([extra_fields[i] for i in real]))
         metrics.update(longest_session_metrics([extra_fields[i] for i in real], padded_mask[real].sum(-1).tolist()))
         if self.config.algorithm.adv_estimator != GIGPO:
