@@ -13,17 +13,20 @@ episodes are not counted. `episodes` counts every session started, B x G per ite
 The comparison is read at the last validation of each run at or below the largest environment-step count every
 run reached (never a curve's best point): GiGPO minus GRPO valid_unseen success, the mean over seeds of the
 difference paired by seed, with a 95 % bootstrap interval. Given each run's validation episodes
-(`--episodes ESTIMATOR:SEED:FILE`, from `molmo_agent.integrations.verl.validation_dump`) and the game tree
-(`--games`), the interval is a paired bootstrap over games and seeds: an episode's opening prompt names its game
-(the game's task and first room description, read by resetting each validation game), and each resample draws
-seeds and valid_unseen games with replacement and averages GiGPO's outcome minus GRPO's on the same game and
-seed. Without them it resamples seeds only. Writes OUT_DIR/learning_<gpu>.json and .png.
+(`--episodes ESTIMATOR:SEED:FILE`, from `molmo_agent.integrations.verl.validation_dump`, several files of a run's
+sessions merged) and the game tree (`--games`), the interval is a paired bootstrap over games and seeds: an
+episode's opening prompt names its game (the game's task and first room description, read by resetting each
+validation game; games that open alike form one unit, their episodes averaged), and each resample draws seeds and
+valid_unseen games with replacement and averages GiGPO's outcome minus GRPO's on the same game and seed. Without
+them it resamples seeds only. A run compared at iteration 0 (untrained) is named in a warning. Writes
+OUT_DIR/learning_<gpu>.json and .png.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -68,31 +71,34 @@ def point_at(curve: list[dict[str, Any]], env_steps: float) -> dict[str, Any]:
 
 def opening_games(games_root: Path, split: str) -> dict[tuple[str, str], str]:
     """(task, room description) of each game of `split` at its start -> the game's path: what an episode's
-    opening prompt shows of its game."""
+    opening prompt shows of its game. Games that open alike cannot be told apart by their episodes: they form one
+    unit, named by their paths joined with " | " (2 of the 50 valid_unseen games of the recipe's seed 0)."""
     from molmo_agent.envs.alfworld.games import load_games
     from molmo_agent.envs.alfworld.session import AlfworldSession
     from molmo_agent.envs.base import INFO_TASK
 
-    session, openings = AlfworldSession(), {}
+    session, paths = AlfworldSession(), defaultdict(list)
     for game in load_games(str(games_root), split):
         room, info = session.reset(options={"game": game})
-        openings.setdefault((info[INFO_TASK], room), game.path)
-    return openings
+        paths[info[INFO_TASK], room].append(game.path)
+    return {opening: " | ".join(sorted(games)) for opening, games in paths.items()}
 
 
 def game_outcomes(episodes: list[dict[str, Any]],
                   openings: dict[tuple[str, str], str]) -> dict[int, dict[str, float]]:
-    """{validation step: {game path: success}} of the episodes whose opening prompt shows one of `openings`'
-    games; an episode matching two games raises ValueError (it could not be paired)."""
-    outcomes: dict[int, dict[str, float]] = {}
+    """{validation step: {game (or unit of games that open alike): success, averaged over the unit's episodes}}
+    of the episodes whose opening prompt shows one of `openings`; an episode matching two openings raises
+    ValueError (it could not be paired)."""
+    played: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for episode in episodes:
         prompt = episode["opening_prompt"]
-        games = {path for (task, room), path in openings.items() if task in prompt and room in prompt}
+        games = {unit for (task, room), unit in openings.items() if task in prompt and room in prompt}
         if len(games) > 1:
             raise ValueError(f"step {episode['step']}: an opening prompt shows {len(games)} games: {sorted(games)}")
         if games:
-            outcomes.setdefault(episode["step"], {})[games.pop()] = float(episode["acc"])
-    return outcomes
+            played[episode["step"]][games.pop()].append(float(episode["acc"]))
+    return {step: {unit: float(np.mean(outcomes)) for unit, outcomes in units.items()}
+            for step, units in played.items()}
 
 
 def bootstrap_over_games_and_seeds(differences: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -229,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="ESTIMATOR:SEED:LOG, one per run")
     parser.add_argument("--episodes", nargs="*", default=[], help="ESTIMATOR:SEED:FILE, each run's validation "
-                        "episodes (validation_dump): the interval resamples games too (needs --games)")
+                        "episodes (validation_dump), several files a run in session order: the interval resamples "
+                        "games too (needs --games)")
     parser.add_argument("--games", type=Path, help="the runs' game tree (the recipe's WORK/data/games)")
     parser.add_argument("--gpu", required=True, help="names the result files: learning_<gpu>.json/.png")
     parser.add_argument("--train-batch", type=int, required=True, help="games per iteration, B")
@@ -260,9 +267,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("--episodes needs --games: the game tree names each episode's game")
         openings = opening_games(args.games, "valid_unseen")
         outcomes = {}
-        for text in args.episodes:
+        for text in args.episodes:  # a run's files from several sessions: a step both hold is the later file's
             estimator, seed, path = parse_run(text)
-            outcomes[estimator, seed] = game_outcomes(read_episodes(path), openings)
+            outcomes.setdefault((estimator, seed), {}).update(game_outcomes(read_episodes(path), openings))
     sft_level = {split: float(np.mean([run["curve"][0][split] for run in runs])) for split in SPLITS}
     stage_dir = args.work / "stage_seconds"
     result = {
@@ -285,6 +292,11 @@ def main(argv: list[str] | None = None) -> None:
     out.write_text(json.dumps(result, indent=1) + "\n")
     plot(runs, sft_level, out.with_suffix(".png"))
     print(json.dumps(result["comparison"]))
+    untrained = [run for run, iteration in result["comparison"].get("iterations", {}).items() if iteration == 0]
+    if untrained:
+        print(f"warning: {', '.join(untrained)} compared at iteration 0 (the SFT level, before any update): their "
+              f"first validation after training came after more environment steps than some run reached in all; "
+              f"validate more often (TEST_FREQ) or train longer", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def test_a_run_without_a_validation_before_training_is_refused():
         learning.learning_curve(log, B * G)
 
 
-def test_comparison_reads_the_last_point_every_run_reached_never_the_best(tmp_path):
+def test_comparison_reads_the_last_point_every_run_reached_never_the_best(tmp_path, capsys):
     logs = []
     for (estimator, seed), run in RUNS.items():
         path = tmp_path / f"{estimator}_{seed}.log"
@@ -117,6 +117,15 @@ def test_comparison_reads_the_last_point_every_run_reached_never_the_best(tmp_pa
     assert 0.2 - 1e-9 <= lo <= 0.3 <= hi <= 0.4 + 1e-9
     assert comparison["gigpo_minus_sft_valid_unseen"] == pytest.approx(0.35)  # not the best point's 0.7 / 0.55
     assert comparison["grpo_minus_sft_valid_unseen"] == pytest.approx(0.05)
+    assert "warning" not in capsys.readouterr().err
+
+    # a GiGPO run whose episodes are long has played more steps by its first validation after training than the
+    # GRPO runs played in all: it is compared untrained, and the report says so
+    long = tmp_path / "long.log"
+    long.write_text(run_log(40, [0, 0, 0, 0], [0.2, 0.9, 0.5]))
+    learning.main(["--gpu", "h200", "--train-batch", str(B), "--group-size", str(G), "--work", str(work),
+                   "--temperature", "0.4", "--command", "run.sh", "--out-dir", str(out), f"gigpo:0:{long}", *logs[2:]])
+    assert "warning: gigpo_seed0 compared at iteration 0" in capsys.readouterr().err
 
 
 def test_parameter_counts_split_off_the_two_token_tables(molmo2_dir):
@@ -173,3 +182,44 @@ def test_episodes_are_paired_game_by_game():
     assert paired["gigpo_minus_grpo_valid_unseen"] == 0.5
     assert paired["ci95"] == [0.0, 1.0]  # two games, one won by GiGPO alone
     assert learning.comparison(runs)["ci95"] == [0.5, 0.5]  # one seed: nothing to resample without games
+
+
+def test_games_that_open_alike_are_one_unit_of_their_averaged_episodes(monkeypatch):
+    from molmo_agent.envs.alfworld.session import AlfworldSession
+    from molmo_agent.envs.base import INFO_TASK
+
+    # every game opens alike: their episodes cannot say which game they played
+    monkeypatch.setattr(AlfworldSession, "reset", lambda self, options: ("a kitchen", {INFO_TASK: "cool a mug"}))
+    openings = learning.opening_games(GAMES_ROOT, "valid_unseen")
+    paths = sorted(game.path for game in load_games(str(GAMES_ROOT), "valid_unseen"))
+    assert len(paths) > 1 and openings == {("cool a mug", "a kitchen"): " | ".join(paths)}
+    prompt = f"user\n{build_prompt('cool a mug', 'a kitchen', ['look'])}\nassistant\n"
+    episodes = [{"step": 0, "opening_prompt": prompt, "acc": acc} for acc in (1.0, 0.0, 0.0, 1.0)]
+    assert learning.game_outcomes(episodes, openings) == {0: {" | ".join(paths): 0.5}}
+
+
+def test_a_runs_episode_files_from_several_sessions_are_merged(tmp_path, monkeypatch):
+    from molmo_agent.integrations.verl.validation_dump import write_episodes
+
+    openings = {("heat an egg", "a kitchen"): "egg", ("cool a mug", "a kitchen"): "mug"}
+    monkeypatch.setattr(learning, "opening_games", lambda root, split: openings)
+
+    def session(path, step, outcomes):
+        write_episodes([{"step": step, "episode": f"u{step}{game}_0", "acc": acc,
+                         "opening_prompt": build_prompt(task, "a kitchen", ["look"])}
+                        for game, ((task, _), acc) in enumerate(zip(openings, outcomes))], path)
+        return str(path)
+
+    captured = {}
+    monkeypatch.setattr(learning, "comparison", lambda runs, outcomes: captured.update(outcomes=outcomes) or {})
+    monkeypatch.setattr(learning, "plot", lambda *args: None)
+    logs = []
+    for (estimator, seed), run in RUNS.items():
+        (tmp_path / f"{estimator}{seed}.log").write_text(run_log(*run))
+        logs.append(f"{estimator}:{seed}:{tmp_path / f'{estimator}{seed}.log'}")
+    (tmp_path / "work").mkdir()
+    learning.main(["--gpu", "h200", "--train-batch", str(B), "--group-size", str(G), "--work",
+                   str(tmp_path / "work"), "--temperature", "0.4", "--out-dir", str(tmp_path), "--games", "games",
+                   *logs, "--episodes", f"gigpo:0:{session(tmp_path / 'a.jsonl.gz', 0, [1.0, 0.0])}",
+                   f"gigpo:0:{session(tmp_path / 'b.jsonl.gz', 2, [0.0, 1.0])}"])
+    assert captured["outcomes"] == {("gigpo", 0): {0: {"egg": 1.0, "mug": 0.0}, 2: {"egg": 0.0, "mug": 1.0}}}

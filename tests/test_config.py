@@ -134,6 +134,14 @@ def test_main_job_into_an_empty_data_dir_generates_games_then_dry_runs(tmp_path)
     (["trainer.use_v1=False"], "trainer.use_v1=True"),
     (["env.workers_per_pool=0"], "env.workers_per_pool must be at least 1"),
     (["env.resources_per_worker.num_cpus=-1"], "env.resources_per_worker.num_cpus must be 0 or more"),
+    # verl would assert mid-run (prepare_micro_batches): 16 x 8 step samples over 3 GPUs; 2 x 2 over 2 GPUs is 2 a
+    # GPU, which micro-batches of 4 cannot split; the log-prob batch, padded to lcm(2, 16 x 8) = 128, is 64 a GPU
+    (["trainer.n_gpus_per_node=3"], r"mini-batch .* = 128 step samples\) does not split evenly over the 3"),
+    (["trainer.n_gpus_per_node=2", "data.train_batch_size=2", "actor_rollout_ref.actor.ppo_mini_batch_size=2",
+      "actor_rollout_ref.rollout.n=2"],
+     r"actor.ppo_micro_batch_size_per_gpu=4 does not divide the 2 step samples each of the 2 GPU"),
+    (["trainer.n_gpus_per_node=2", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=48"],
+     r"rollout.log_prob_micro_batch_size_per_gpu=48 does not divide the 64 step samples"),
 ])
 def test_each_bad_config_gets_one_clear_error(model_dir, data_dir, overrides, message):
     config = compose_config(model_dir, data_dir, *overrides)

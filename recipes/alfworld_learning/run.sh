@@ -161,13 +161,15 @@ rl_run() {  # rl_run ESTIMATOR SEED: one run from the SFT checkpoint, skipped wh
     return
   fi
   stop_ray
-  "${launch[@]}" 2>&1 | tee -a "$dir/train.log"
+  # `|| return`: set -e does not stop a function called on the left of && (stage_rl), and a crashed run must not
+  # be marked done
+  "${launch[@]}" 2>&1 | tee -a "$dir/train.log" || return
   touch "$dir/done"
 }
 
 stage_rl_estimator() {
   local seed
-  for seed in $SEEDS; do rl_run "$1" "$seed"; done
+  for seed in $SEEDS; do rl_run "$1" "$seed" || return; done
 }
 
 stage_rl() { stage_rl_estimator gigpo && stage_rl_estimator grpo; }

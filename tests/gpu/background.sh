@@ -54,7 +54,7 @@ case ${1:-} in
     # (the device tool's copy can carry an older index than its files).
     git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} sh -c '[ -f "$1" ] && cp --parents -t "$0" "$1"' "$bg" {}
     lane_env=()
-    [ $isolated = 1 ] && lane_env=(PROJECT="$HOME/project-$lane" RAY_STOP=0 LANE="$lane")
+    [ $isolated = 1 ] && lane_env=(PROJECT_DIR="$HOME/project-$lane" RAY_STOP=0 LANE="$lane")
     run='bash tests/gpu/run_all.sh "${@:2}" > "$0/console.log" 2>&1; touch "$1"'  # $0: output folder, $1: done mark
     # every process of the lane off this command's output, so that the command returns at once
     (cd "$bg" && env OUT="$bg_out" "${lane_env[@]}" setsid nohup bash -c "$run" "$bg_out" "$bg.done" "$@" &) \

@@ -49,15 +49,18 @@ mkdir -p "$OUT" "$WORK"
 PY=${PYTHON:-python3}
 
 run() {  # run STEPS LOG CKPT: train until global step STEPS (resuming from CKPT when it holds a checkpoint)
-  local status=0
+  # a mini-batch is TRAIN_BATCH x GROUP_SIZE = 4 step samples, split over the GPUs: whole micro-batches on each
+  local status=0 micro=$((4 / GPUS))
   # a run killed by its time limit may leave Ray's processes behind (never stop a cluster the run is submitted to)
   [ "${RAY_STOP:-1}" = 0 ] || [ -n "${E2E_RAY_ADDRESS:-}" ] || ray stop --force >/dev/null 2>&1 || true
+  # the variables the launcher reads, named here: a Ray job's entrypoint sees only the cluster's environment
   local launch=(env MODEL_PATH="$WORK/model" DATA_DIR="$WORK/data" N_GPUS="$GPUS" TP="${E2E_TP:-$GPUS}" TRAIN_BATCH=2
+    KV_CACHE_GB="${KV_CACHE_GB:-}" VLLM_LOGGING_LEVEL="$VLLM_LOGGING_LEVEL"
     GROUP_SIZE=2 MAX_STEPS=3 OFFLOAD=False PYTHON="$PY" bash "$LAUNCH"
     data.max_prompt_length=1536 data.max_response_length=48
-    actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4
-    actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4
-    actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4
+    actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu="$micro"
+    actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu="$micro"
+    actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu="$micro"
     actor_rollout_ref.rollout.gpu_memory_utilization=0.3 actor_rollout_ref.rollout.enforce_eager=True
     actor_rollout_ref.rollout.calculate_log_probs=True
     actor_rollout_ref.rollout.agent.num_workers=1

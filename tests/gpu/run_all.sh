@@ -43,7 +43,7 @@
 #                  dense mask, on flex attention's block mask, then with micro-batches by token count and fused
 #                  AdamW
 #   bench-overlap  bench/rollout_overlap.py: our agent loop vs a lock-step loop, 4b-shape, same games
-# Time limit of each stage in seconds: TINY_S (540), E2E_S (540 per run, two runs), SFT_S (540 per phase, three), FOURB_S (360), BENCH_S (720),
+# Time limit of each stage in seconds: TINY_S (540; 900 for tiny-tp2, three engines of two GPUs), E2E_S (540 per run, two runs), SFT_S (540 per phase, three), FOURB_S (360), BENCH_S (720),
 # BENCH_E2E_S (1800), OVERLAP_S (1200).
 # Needs the bundle installed (install_bundle.sh). Prints PASS/FAIL lines, then a summary; writes JSON summaries,
 # the bench result and run_all.log to $OUT (default ./gpu-out). Exit status 0 only if every check passed.
@@ -90,9 +90,10 @@ learn_rl_export() {  # each run's latest checkpoint (verl's resume point) in par
   ls -d "$LEARN_WORK"/export/*/ 2>/dev/null | sed 's/^/PASS learn-rl-export: /'
 }
 ray_job() {  # e2e.sh's runs as jobs of a Ray cluster started here, as a user's cluster runs them
-  local status=0
-  ray start --head --dashboard-host=127.0.0.1 --dashboard-port=8265 \
-    --object-store-memory=$(( ${RAY_OBJECT_STORE_GB:-20} * 1024 ** 3 )) || return 1
+  local status=0 store=$(( ${RAY_OBJECT_STORE_GB:-20} * 1024 ** 3 ))
+  # Ray refuses an object store larger than /dev/shm unless told to put it on disk
+  [ "$(df --output=avail -B1 /dev/shm | tail -1)" -ge "$store" ] || export RAY_OBJECT_STORE_ALLOW_SLOW_STORAGE=1
+  ray start --head --dashboard-host=127.0.0.1 --dashboard-port=8265 --object-store-memory=$store || return 1
   E2E_RAY_ADDRESS=http://127.0.0.1:8265 E2E_WORK=$HOME/molmo_agent_e2e_ray_job bash tests/gpu/e2e.sh all || status=$?
   ray status | head -20
   ray stop --force > /dev/null 2>&1
@@ -102,9 +103,11 @@ learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under t
   local status=0 log run
   case ${LEARN_ESTIMATOR:-} in gigpo | grpo) ;; *) echo "learn-rl: set LEARN_ESTIMATOR to gigpo or grpo"; return 2 ;; esac
   mkdir -p "$LEARN_WORK"
-  for parts in "$HOME"/acc-run-*/; do  # runs continued from an earlier machine's checkpoint (learn-rl-export)
+  for parts in "$HOME"/acc-run-*/; do  # this lane's runs continued from an earlier machine's checkpoint
     [ -d "$parts" ] || continue
     run=$(basename "$parts") run=${run#acc-run-}
+    [[ " ${LEARN_SEEDS:-0} " == *" ${run#"${LEARN_ESTIMATOR}"_seed} "* && $run == "${LEARN_ESTIMATOR}"_seed* ]] ||
+      continue
     [ -d "$LEARN_WORK/runs/$run/ckpt" ] ||
       python3 -m molmo_agent.models.checkpoint_parts join "$parts" "$LEARN_WORK/runs/$run/ckpt" || return 1
   done
@@ -135,7 +138,7 @@ for stage in "${stages[@]}"; do
   echo "=== $stage ($(date +%T)) ==="
   case $stage in  # each stage under its own time limit (seconds), so that one hang cannot eat the others
     tiny)  timeout "${TINY_S:-540}" python3 tests/gpu/check_vllm_molmo2.py --size tiny ;;
-    tiny-tp2) timeout "${TINY_S:-540}" python3 tests/gpu/check_vllm_molmo2.py --size tiny --tp 2 ;;
+    tiny-tp2) timeout "${TINY_S:-900}" python3 tests/gpu/check_vllm_molmo2.py --size tiny --tp 2 ;;
     e2e)   bash tests/gpu/e2e.sh all && echo "PASS e2e: $(tail -1 "$OUT/e2e_check_alfworld.txt")" ;;
     e2e-sokoban) E2E_ENV=sokoban bash tests/gpu/e2e.sh all &&
       echo "PASS e2e-sokoban: $(grep '^negative control ok' "$OUT/e2e_check_sokoban.txt"); $(tail -1 "$OUT/e2e_check_sokoban.txt")" ;;

@@ -68,6 +68,7 @@ def validate_training_config(config: DictConfig, *, check_model: bool = True) ->
     check_trainer(config)
     check_algorithm(config.algorithm)
     check_group_size(config)
+    check_micro_batches(config)
     check_environment(config)
     if config.data.train_batch_size < 1:
         raise ValueError(f"data.train_batch_size is the number of games per iteration: at least 1, got "
@@ -183,6 +184,33 @@ def check_group_size(config: DictConfig) -> None:
     if config.algorithm.adv_estimator in (GIGPO, "grpo", "rloo") and n < 2:
         raise ValueError(f"algorithm.adv_estimator={config.algorithm.adv_estimator} compares the G trajectories "
                          f"of a group, but the group size actor_rollout_ref.rollout.n is {n}: set it to 2 or more")
+
+
+def check_micro_batches(config: DictConfig) -> None:
+    """Without dynamic batch sizes, each GPU's share of a batch splits into whole micro-batches, as verl's
+    `prepare_micro_batches` asserts mid-run: an update's mini-batch (ppo_mini_batch_size x n step samples) over the
+    data-parallel GPUs; the log-prob passes' batch, which verl pads to a multiple of lcm(GPUs, that mini-batch)."""
+    actor = config.actor_rollout_ref.actor
+    if actor.get("use_dynamic_bsz", False):
+        return
+    gpus = _training_gpus(config) // (actor.get("ulysses_sequence_parallel_size") or 1)
+    mini_batch = actor.ppo_mini_batch_size * config.actor_rollout_ref.rollout.n
+    if mini_batch % gpus:
+        raise ValueError(f"an update's mini-batch (actor_rollout_ref.actor.ppo_mini_batch_size "
+                         f"{actor.ppo_mini_batch_size} x rollout.n {config.actor_rollout_ref.rollout.n} = "
+                         f"{mini_batch} step samples) does not split evenly over the {gpus} data-parallel GPU(s)")
+    per_gpu = {"actor.ppo_micro_batch_size_per_gpu": (mini_batch // gpus, "an update's mini-batch")}
+    for role in ("rollout", "ref"):
+        per_gpu[f"{role}.log_prob_micro_batch_size_per_gpu"] = (math.lcm(gpus, mini_batch) // gpus,
+                                                                 "the log-prob passes' batch (at its smallest)")
+    for knob, (samples, what) in per_gpu.items():
+        micro = config.actor_rollout_ref[knob.split(".")[0]][knob.split(".")[1]]
+        if micro and samples % micro:
+            raise ValueError(
+                f"actor_rollout_ref.{knob}={micro} does not divide the {samples} step samples each of the {gpus} "
+                f"GPU(s) gets of {what} (actor.ppo_mini_batch_size {actor.ppo_mini_batch_size} x rollout.n "
+                f"{config.actor_rollout_ref.rollout.n} = {mini_batch}): use a divisor of {samples}, or "
+                f"actor_rollout_ref.actor.use_dynamic_bsz=True")
 
 
 def check_environment(config: DictConfig) -> None:
