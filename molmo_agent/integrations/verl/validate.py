@@ -199,15 +199,15 @@ def check_micro_batches(config: DictConfig) -> None:
         raise ValueError(f"an update's mini-batch (actor_rollout_ref.actor.ppo_mini_batch_size "
                          f"{actor.ppo_mini_batch_size} x rollout.n {config.actor_rollout_ref.rollout.n} = "
                          f"{mini_batch} step samples) does not split evenly over the {gpus} data-parallel GPU(s)")
-    per_gpu = {"actor.ppo_micro_batch_size_per_gpu": (mini_batch // gpus, "an update's mini-batch")}
-    for role in ("rollout", "ref"):
-        per_gpu[f"{role}.log_prob_micro_batch_size_per_gpu"] = (math.lcm(gpus, mini_batch) // gpus,
-                                                                 "the log-prob passes' batch (at its smallest)")
-    for knob, (samples, what) in per_gpu.items():
-        micro = config.actor_rollout_ref[knob.split(".")[0]][knob.split(".")[1]]
+    log_prob_batch = math.lcm(gpus, mini_batch) // gpus
+    per_gpu = {("actor", "ppo_micro_batch_size_per_gpu"): (mini_batch // gpus, "an update's mini-batch"),
+               **{(role, "log_prob_micro_batch_size_per_gpu"): (log_prob_batch, "the log-prob passes' batch (at "
+                                                                "its smallest)") for role in ("rollout", "ref")}}
+    for (role, knob), (samples, what) in per_gpu.items():
+        micro = config.actor_rollout_ref[role][knob]
         if micro and samples % micro:
             raise ValueError(
-                f"actor_rollout_ref.{knob}={micro} does not divide the {samples} step samples each of the {gpus} "
+                f"actor_rollout_ref.{role}.{knob}={micro} does not divide the {samples} step samples each of the {gpus} "
                 f"GPU(s) gets of {what} (actor.ppo_mini_batch_size {actor.ppo_mini_batch_size} x rollout.n "
                 f"{config.actor_rollout_ref.rollout.n} = {mini_batch}): use a divisor of {samples}, or "
                 f"actor_rollout_ref.actor.use_dynamic_bsz=True")
