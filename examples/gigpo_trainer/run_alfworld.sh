@@ -20,7 +20,8 @@
 #                copies can cost up to twice their size in host RAM (the pinned allocator rounds blocks up)
 #   KV_CACHE_GB  vLLM's KV cache in GiB instead of its share of the GPU (rollout.gpu_memory_utilization) [unset]:
 #                vLLM then skips its start-up memory profiling, which fails when another process on the GPU frees
-#                memory meanwhile, so that several small runs (seeds, tests) can share one GPU
+#                memory meanwhile, so that several small runs (seeds, tests) can share one GPU (vLLM still
+#                refuses to start while less than gpu_memory_utilization of the GPU is free: lower it too)
 #   DRY_RUN=1    run every check of the config (model directory, game data, prompt length, memory, ...),
 #                print the resolved config and exit: Ray never starts. A bad config exits non-zero with its error
 # Every argument is passed on as a Hydra override, after the script's own (so it wins).
