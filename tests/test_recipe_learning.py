@@ -1,10 +1,13 @@
-"""recipes/alfworld_learning/run.sh's RL runs, composed without a GPU (DRY_RUN=1): the two estimators of a seed
-differ only in the advantage, and share the checkpoint, data order, seeds, learning rate and penalty."""
+"""recipes/alfworld_learning/run.sh's RL runs without a GPU: composed (DRY_RUN=1), the two estimators of a seed
+differ only in the advantage, and share the checkpoint, data order, seeds, learning rate and penalty; with a stub
+launcher, a failed run is retried only after a start-up port race and never marked done."""
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
+import pytest
 from omegaconf import OmegaConf
 
 from molmo_agent.integrations.verl.validate import validate_training_config
@@ -64,3 +67,28 @@ def _items(node, prefix):
             yield from _items(value, f"{prefix}{key}.")
     else:
         yield prefix[:-1], node
+
+
+@pytest.mark.parametrize("failure, attempts, done", [
+    ("torch.distributed.DistNetworkError: ... EADDRINUSE, message: address already in use", 2, True),
+    ("CUDA out of memory", 1, False),
+])
+def test_only_a_start_up_port_race_is_retried_and_a_crashed_run_is_never_done(tmp_path, failure, attempts, done):
+    # the recipe in a throw-away tree whose launcher fails once with `failure`, then succeeds
+    repo = tmp_path / "repo"
+    (repo / "recipes" / "alfworld_learning").mkdir(parents=True)
+    (repo / "examples" / "gigpo_trainer").mkdir(parents=True)
+    shutil.copy(RECIPE, repo / "recipes" / "alfworld_learning" / "run.sh")
+    (repo / "examples" / "gigpo_trainer" / "run_alfworld_molmo2.sh").write_text(
+        f'echo attempt >> "$WORK/attempts"\n'
+        f'[ "$(wc -l < "$WORK/attempts")" -gt 1 ] && echo "step:1 - trained" && exit 0\n'
+        f'echo "{failure}"; exit 1\n')
+    work = tmp_path / "work"
+    env = {**os.environ, "WORK": str(work), "SEEDS": "0", "RAY_STOP": "0", "PYTHON": sys.executable}
+    env.pop("DRY_RUN", None)
+    finished = subprocess.run(["bash", str(repo / "recipes" / "alfworld_learning" / "run.sh"), "rl-gigpo"], env=env,
+                              capture_output=True, text=True, timeout=60)
+    run = work / "runs" / "gigpo_seed0"
+    assert (work / "attempts").read_text().count("attempt") == attempts
+    assert (run / "done").exists() == done and (finished.returncode == 0) == done
+    assert failure in (run / "train.log").read_text()

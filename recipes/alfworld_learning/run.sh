@@ -22,7 +22,8 @@
 #             measure the same level again
 #   rl        for each seed of SEEDS, a GiGPO and a GRPO run from WORK/sft_model (WORK/runs/<estimator>_seed<S>,
 #             console log train.log), validating before the first update and every TEST_FREQ iterations;
-#             a run stopped midway resumes from its last checkpoint (saved every TEST_FREQ); verl dumps each
+#             a run stopped midway resumes from its last checkpoint (saved every TEST_FREQ), and one whose start
+#             lost a rendezvous-port race to another run on the node (EADDRINUSE) is retried once; verl dumps each
 #             validation's step samples into WORK/runs/<run>/validation (validation_dump.py keeps each episode's
 #             opening prompt and outcome: the report pairs the estimators game by game)
 #   rl-gigpo, rl-grpo   one estimator's runs only
@@ -161,9 +162,14 @@ rl_run() {  # rl_run ESTIMATOR SEED: one run from the SFT checkpoint, skipped wh
     return
   fi
   stop_ray
-  # `|| return`: set -e does not stop a function called on the left of && (stage_rl), and a crashed run must not
-  # be marked done
-  "${launch[@]}" 2>&1 | tee -a "$dir/train.log" || return
+  local attempt
+  for attempt in 1 2; do
+    "${launch[@]}" 2>&1 | tee -a "$dir/train.log" && break
+    # Runs starting together on one node can draw the same rendezvous port (EADDRINUSE at start-up): only that
+    # is retried, once (the run resumes from its last checkpoint). Any other failure returns: a crashed run is
+    # never marked done (set -e does not stop a function called on the left of &&, as in stage_rl).
+    [ $attempt = 1 ] && tail -n 300 "$dir/train.log" | grep -q EADDRINUSE || return 1
+  done
   touch "$dir/done"
 }
 
