@@ -112,18 +112,18 @@ def timings(steps: dict[int, dict[str, float]]) -> dict:
             "metrics_per_iteration": steps}
 
 
-def rollout_engine_bound(steady: list[dict[str, float]], decode: dict | None, sessions: int) -> dict | None:
-    """The steady-state rollout against what the engine alone needs: the longest session's generated tokens, one
-    engine decode step each, at the decode time bench/vllm_molmo2.py measured on the bare engine (`decode`, its
-    result's `decode` object) at the batch nearest B x G, plus one prefill per step of that session (its 1-token
-    call at that batch). None without a decode measurement."""
+def rollout_engine_bound(later: list[dict[str, float]], decode: dict | None, sessions: int) -> dict | None:
+    """The steady-state rollout (`later`: the metrics of steps 2..N) against what the engine alone needs: the
+    longest session's generated tokens, one engine decode step each, at the decode time bench/vllm_molmo2.py
+    measured on the bare engine (`decode`, its result's `decode` object) at the batch nearest B x G, plus one
+    prefill per step of that session (its 1-token call at that batch). None without a decode measurement."""
     if not decode or not decode.get("by_batch"):
         return None
     batch = min(decode["by_batch"], key=lambda size: abs(int(size) - sessions))
     measured = decode["by_batch"][batch]
-    tokens = median_of(steady, "rollout/longest_session_tokens")
-    steps = median_of(steady, "rollout/longest_session_steps")
-    rollout = median_of(steady, STAGES["rollout"])
+    tokens = median_of(later, "rollout/longest_session_tokens")
+    steps = median_of(later, "rollout/longest_session_steps")
+    rollout = median_of(later, STAGES["rollout"])
     if tokens is None or steps is None or rollout is None:
         return None
     bound = (tokens * measured["ms_per_step"] + steps * measured["prefill_and_first_token_ms"]) / 1e3

@@ -61,7 +61,8 @@ fi
 dry_run=()
 [ "${DRY_RUN:-0}" = 1 ] && dry_run=(--dry-run)
 kv_cache=()
-[ -z "${KV_CACHE_GB:-}" ] || kv_cache=("++actor_rollout_ref.rollout.engine_kwargs.vllm.kv_cache_memory_bytes=$((KV_CACHE_GB << 30))")
+[ -z "${KV_CACHE_GB:-}" ] ||
+  kv_cache=("++actor_rollout_ref.rollout.engine_kwargs.vllm.kv_cache_memory_bytes=$((KV_CACHE_GB << 30))")
 
 exec "$PYTHON" -m molmo_agent.main "${dry_run[@]}" \
   data.train_files="$DATA_DIR/train.parquet" \

@@ -43,8 +43,8 @@
 #                  dense mask, on flex attention's block mask, then with micro-batches by token count and fused
 #                  AdamW
 #   bench-overlap  bench/rollout_overlap.py: our agent loop vs a lock-step loop, 4b-shape, same games
-# Time limit of each stage in seconds: TINY_S (540; 900 for tiny-tp2, three engines of two GPUs), E2E_S (540 per run, two runs), SFT_S (540 per phase, three), FOURB_S (360), BENCH_S (720),
-# BENCH_E2E_S (1800), OVERLAP_S (1200).
+# Time limit of each stage in seconds: TINY_S (540; 900 for tiny-tp2, three engines of two GPUs), E2E_S (540 per
+# run, two runs), SFT_S (540 per phase, three), FOURB_S (360), BENCH_S (720), BENCH_E2E_S (1800), OVERLAP_S (1200).
 # Needs the bundle installed (install_bundle.sh). Prints PASS/FAIL lines, then a summary; writes JSON summaries,
 # the bench result and run_all.log to $OUT (default ./gpu-out). Exit status 0 only if every check passed.
 cd "$(dirname "$0")/../.." || exit 1

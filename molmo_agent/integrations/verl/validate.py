@@ -207,8 +207,8 @@ def check_micro_batches(config: DictConfig) -> None:
         micro = config.actor_rollout_ref[role][knob]
         if micro and samples % micro:
             raise ValueError(
-                f"actor_rollout_ref.{role}.{knob}={micro} does not divide the {samples} step samples each of the {gpus} "
-                f"GPU(s) gets of {what} (actor.ppo_mini_batch_size {actor.ppo_mini_batch_size} x rollout.n "
+                f"actor_rollout_ref.{role}.{knob}={micro} does not divide the {samples} step samples each of the "
+                f"{gpus} GPU(s) gets of {what} (actor.ppo_mini_batch_size {actor.ppo_mini_batch_size} x rollout.n "
                 f"{config.actor_rollout_ref.rollout.n} = {mini_batch}): use a divisor of {samples}, or "
                 f"actor_rollout_ref.actor.use_dynamic_bsz=True")
 
