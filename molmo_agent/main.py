@@ -44,6 +44,8 @@ def check_config(config: DictConfig) -> None:
 @hydra_main
 def main(config: DictConfig) -> None:
     check_config(config)
+    # verl hands ray_kwargs to ray.init unresolved: without this, workers would see "${oc.env:...}" as values
+    OmegaConf.resolve(config)
     run_ppo(config, task_runner_class=TaskRunnerV1)
 
 

@@ -378,3 +378,35 @@ def test_validation_checks_memory_where_it_sees_gpus(model_dir, data_dir, monkey
         validate_training_config(config)
     monkeypatch.setattr(validate, "gpu_memory_gib", lambda: None)
     validate_training_config(config)
+
+
+def test_ray_workers_get_the_runtime_env_values_not_their_interpolations(model_dir, data_dir, tmp_path,
+                                                                          monkeypatch):
+    """What main hands ray.init: each `${oc.env:VAR,default}` of runtime_env.env_vars resolved (vLLM's workers
+    died on int("${oc.env:VLLM_ALLREDUCE_USE_SYMM_MEM,...}") when it was not), the launching shell's value first."""
+    import verl.trainer.main_ppo as main_ppo
+
+    import molmo_agent.main as molmo_main
+
+    class RayInitReached(Exception):
+        pass
+
+    def fake_init(**kwargs):
+        raise RayInitReached(kwargs)
+
+    monkeypatch.setattr(main_ppo.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(main_ppo.ray, "init", fake_init)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # Hydra re-raises the job's exception instead of exiting
+    monkeypatch.setenv("VLLM_ALLREDUCE_USE_SYMM_MEM", "1")
+    monkeypatch.delenv("NCCL_NVLS_ENABLE", raising=False)
+    monkeypatch.setattr(sys, "argv", [
+        "main", f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null", "hydra/job_logging=none",
+        "hydra/hydra_logging=none", f"actor_rollout_ref.model.path={model_dir}",
+        f"data.train_files={data_dir}/train.parquet",
+        f"data.val_files=[{data_dir}/valid_seen.parquet,{data_dir}/valid_unseen.parquet]"])
+    with pytest.raises(RayInitReached) as reached:
+        molmo_main.main()
+    env_vars = reached.value.args[0]["runtime_env"]["env_vars"]
+    assert env_vars["VLLM_ALLREDUCE_USE_SYMM_MEM"] == "1"  # the shell's value
+    assert env_vars["NCCL_NVLS_ENABLE"] == "0"  # the config's default
+    assert not [value for value in env_vars.values() if "${" in str(value)], env_vars
