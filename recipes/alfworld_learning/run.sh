@@ -39,7 +39,8 @@
 #                   walkthrough elsewhere; not measured) - tests/gpu/results/learn_sft*_h200x2_2026-11-30.json
 #   SFT_EPOCHS [20] SFT_LR [5e-4]: the most epochs (the best by validation loss is kept), the SFT learning rate
 #   SEEDS ["0 1"] ITERATIONS [60] TEST_FREQ [10]
-#   LR [1e-5]       the RL learning rate of both estimators, fixed before the comparison
+#   LR [5e-5]       the RL learning rate of both estimators, fixed before the comparison (1e-5 moved the SFT policy
+#                   by a PPO KL of 0.0004 an iteration: recipes/alfworld_learning/README.md)
 #   PENALTY [0.1]   the invalid-action penalty of both: GiGPO's algorithm.gigpo.invalid_action_penalty_coef and
 #                   GRPO's env.reward_invalid_penalty (subtracted from its episode return per invalid action)
 #   TEMPERATURE [0.4]  validation temperature of every run, above 0 (each game once: val_kwargs.n=1)
@@ -64,7 +65,7 @@ GPU=${GPU:-h200}
 SEEDS=${SEEDS:-0 1}
 ITERATIONS=${ITERATIONS:-60}
 TEST_FREQ=${TEST_FREQ:-10}
-LR=${LR:-1e-5}
+LR=${LR:-5e-5}
 PENALTY=${PENALTY:-0.1}
 TEMPERATURE=${TEMPERATURE:-0.4}
 SFT_EPOCHS=${SFT_EPOCHS:-20}
