@@ -97,3 +97,27 @@ def test_lanes_that_fix_the_kv_cache_share_a_gpu_only_with_each_other(tmp_path: 
     finally:
         time.sleep(0.5)
         _stop_lanes(home)
+
+
+def test_wait_packs_the_validation_dumps_of_a_run_still_running(tmp_path: Path) -> None:
+    """A machine can be lost before a learning lane ends: `wait` brings back each run's validation dumps so far."""
+    repo, home, out = _checkout(tmp_path), tmp_path / "home", tmp_path / "out"
+    home.mkdir()
+    out.mkdir()
+    try:
+        assert _start(repo, home, "g0", "0", kv_cache_gb="4").returncode == 0
+        dump = home / "alfworld_learning-g0" / "runs" / "gigpo_seed0" / "validation"
+        dump.mkdir(parents=True)
+        (dump / "0.jsonl").write_text('{"input": "a game", "score": 1.0}\n')
+        env = {**os.environ, "HOME": str(home), "OUT": str(out)}
+        done = subprocess.run(["bash", "tests/gpu/background.sh", "wait", "0"], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "lane g0: still running" in done.stdout
+        unpacked = tmp_path / "unpacked"
+        unpacked.mkdir()
+        subprocess.run(["tar", "-xzf", str(out / "lanes.tar.gz"), "-C", str(unpacked)], check=True)
+        packed = unpacked / "validation" / "alfworld_learning-g0" / "gigpo_seed0" / "0.jsonl"
+        assert packed.read_text() == '{"input": "a game", "score": 1.0}\n'
+    finally:
+        _stop_lanes(home)

@@ -7,8 +7,9 @@
 #       $HOME/bg-out-NAME); return at once. NAME defaults to `main`.
 #   bash tests/gpu/background.sh wait [SECONDS]
 #       wait until every started lane is done or SECONDS (default 560) pass; print each lane's stage lines,
-#       summary and last validations (a training run's success per split) so far; pack the lanes' logs and JSON (run_all's and the benches') into $OUT/lanes.tar.gz
-#       (NAME/... inside)
+#       summary and last validations (a training run's success per split) so far; pack the lanes' logs and JSON
+#       (run_all's and the benches') into $OUT/lanes.tar.gz (NAME/... inside), with the learning runs' validation
+#       dumps so far (validation/WORK/RUN/*.jsonl: molmo_agent.integrations.verl.validation_dump reads them)
 #
 # Lanes run side by side, one per GPU (`CUDA_VISIBLE_DEVICES=1 background.sh start --lane b sft`). A lane named
 # with --lane installs the checkout into its own $HOME/project-NAME and runs with RAY_STOP=0: each run starts its
@@ -83,6 +84,13 @@ case ${1:-} in
     done
     for log in "$HOME"/bench_e2e*/train.log; do
       [ -f "$log" ] && cp "$log" "$collected/$(basename "$(dirname "$log")")_train.log"
+    done
+    # Learning runs' validation dumps as they stand (a lane still running has not reduced them to episodes yet),
+    # so that a machine lost mid-run keeps the episodes behind every validation line of the console logs
+    for dump in "$HOME"/*/runs/*/validation; do
+      [ -d "$dump" ] || continue
+      run=$(basename "$(dirname "$dump")") work=$(basename "$(dirname "$(dirname "$(dirname "$dump")")")")
+      mkdir -p "$collected/validation/$work/$run" && cp "$dump"/*.jsonl "$collected/validation/$work/$run/" 2>/dev/null
     done
     # One file: the device tool brings back at most 8 files from $OUT.
     tar -czf "${OUT:?}/lanes.tar.gz" -C "$collected" . && rm -rf "$collected"
