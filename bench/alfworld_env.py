@@ -7,8 +7,10 @@ the same games and the same actions.
 GAMES_ROOT holds games in ALFWorld's layout (<task folder>/<trial>/game.tw-pddl + traj_data.json); alfworld's
 loader is pointed at it through a config dict. Both sides first start their workers (not timed), then time one
 reset of all games (loading them) and `--steps` lock-step steps. Our workers memoize TextWorld's grammar parsing
-(`grammar_cache`); alfworld's workers run the engine as shipped. The actions: per game, a fixed sequence of
-random admissible commands that cannot win (no put or use), so every game steps `--steps` times on both sides.
+(`grammar_cache`) and Fast Downward's translation of each game (`translation_cache`: a first load and reset
+translate twice, not four times); alfworld's workers run the engine as shipped. The actions: per game, a fixed
+sequence of random admissible commands that cannot win (no put or use), so every game steps `--steps` times on
+both sides.
 
 alfworld is measured in two configurations:
 - `dagger`: the config verl-agent ships for ALFWorld (alfworld's base config: training_method dagger, expert
@@ -28,7 +30,7 @@ import shlex
 import sys
 import time
 
-from molmo_agent.envs.alfworld import grammar_cache
+from molmo_agent.envs.alfworld import grammar_cache, translation_cache
 from molmo_agent.envs.alfworld.play import find_game_files
 from molmo_agent.envs.alfworld.session import AlfworldSession
 from molmo_agent.envs.base import INFO_ADMISSIBLE
@@ -126,11 +128,11 @@ def main() -> None:
     if len(games) < args.batch:
         raise SystemExit(f"need >= {args.batch} games under {args.games}, found {len(games)}")
     print(f"{len(games)} games; making action plans of {args.steps} steps ...", flush=True)
-    # In a separate process: our sessions memoize TextWorld's grammar process-wide, and alfworld's batch env
-    # forks its workers from this process, which must keep the plain engine.
+    # In a separate process: our sessions memoize TextWorld's grammar and Fast Downward's translation
+    # process-wide, and alfworld's batch env forks its workers from this process, which must keep the plain engine.
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as executor:
         plans = executor.submit(action_plans, games, args.steps, args.seed).result()
-    assert not grammar_cache.installed()
+    assert not grammar_cache.installed() and not translation_cache.installed()
 
     results = {}
     for mode in ("dagger", "dqn"):

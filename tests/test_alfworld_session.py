@@ -8,6 +8,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import fast_downward
 import gymnasium
 import pytest
 
@@ -74,26 +75,53 @@ print(json.dumps([[s.feedback.strip(), [c for c in s["admissible_commands"] if c
 """
 
 
-def test_grammar_cache_gives_the_plain_engines_text():
-    game = GAMES[-1]
-    session = AlfworldSession()  # installs the cache in this process
+def _play(session: AlfworldSession, game: str, actions: list[str]) -> list:
     observation, info = session.reset(options={"game": game})
+    states = [[observation, info[INFO_ADMISSIBLE]]]
+    for action in actions:
+        observation, _, _, _, info = session.step(action)
+        states.append([observation, info[INFO_ADMISSIBLE]])
+    return states
+
+
+def test_memoized_engine_gives_the_plain_engines_text():
+    """The grammar and translation caches change no text: two sessions share one game's translation (the second
+    reads it from the cache) and each, played after the other, shows what the plain engine shows."""
+    game = GAMES[-1]
+    first = AlfworldSession()  # installs both caches in this process
+    observation, info = first.reset(options={"game": game})
     rng = random.Random(1)
-    actions, ours = [], [[observation, info[INFO_ADMISSIBLE]]]
+    actions = []
     for _ in range(25):
         actions.append(rng.choice(info[INFO_ADMISSIBLE]))
-        observation, _, terminated, _, info = session.step(actions[-1])
-        ours.append([observation, info[INFO_ADMISSIBLE]])
+        observation, _, terminated, _, info = first.step(actions[-1])
         if terminated:
             break
-    # The plain engine, in a fresh process without the cache.
+    # The plain engine, in a fresh process without the caches.
     plain = subprocess.run(
         [sys.executable, "-c", PLAIN_ENGINE_ROLLOUT, game, json.dumps(actions)],
         capture_output=True, text=True, timeout=120, check=True,
     )
     plain_states = json.loads(plain.stdout)
     plain_states[0][0] = split_intro(plain_states[0][0])[0]
-    assert plain_states == ours
+    second = AlfworldSession()
+    assert _play(second, game, actions) == plain_states
+    assert _play(first, game, actions) == plain_states  # the shared translation was left as it was
+
+
+def test_a_game_is_translated_once_per_process():
+    """Fast Downward's translation (a plain task and an optimized one) runs for a game's first load only: its
+    reset, and every later load and reset of it in any session of the process, read the cache."""
+    AlfworldSession()  # installs the cache
+    translate = fast_downward.pddl2sas
+    game = GAMES[0]
+    before = translate.cache_info()
+    AlfworldSession().reset(options={"game": game})
+    AlfworldSession().reset(options={"game": game})
+    after = translate.cache_info()
+    # load + reset, twice, each two translations: at most the first load's two are computed
+    assert after.hits + after.misses - before.hits - before.misses == 8
+    assert after.misses - before.misses <= 2
 
 
 def test_junk_action_changes_nothing():

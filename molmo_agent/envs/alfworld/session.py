@@ -6,8 +6,9 @@
 
 The engine is TextWorld's `PddlEnv`; object names are demangled by alfworld's own `AlfredDemangler`
 ("Apple_bar__minus_01_dot_15_bar_..." → "apple 1"), exactly as ALFWorld shows them. We ask the engine for
-nothing beyond what it always computes (admissible commands, `won`): no facts, no expert plan, no planner; and
-we parse its text grammar once per process instead of at every step (`grammar_cache`).
+nothing beyond what it always computes (admissible commands, `won`): no facts, no expert plan, no planner; we
+parse its text grammar once per process instead of at every step (`grammar_cache`), and translate each game's
+PDDL once per process instead of at every load and reset (`translation_cache`).
 """
 import contextlib
 import json
@@ -21,7 +22,7 @@ import textworld
 from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
 from textworld.envs.pddl import PddlEnv
 
-from molmo_agent.envs.alfworld import grammar_cache
+from molmo_agent.envs.alfworld import grammar_cache, translation_cache
 from molmo_agent.envs.alfworld.games import GAME_FILE, TRAJ_FILE
 from molmo_agent.envs.base import INFO_ADMISSIBLE, INFO_TASK, INFO_TASK_TYPE, INFO_WON, describe_error
 
@@ -77,17 +78,19 @@ class AlfworldSession(gymnasium.Env):
     The observation is ALFWorld's text without its banner and task sentence: the room at reset, the engine's
     feedback after each step; the task is `info[INFO_TASK]`. reward = `win_reward` on the step that wins, else 0;
     `terminated` when won; never `truncated` (`registry.make_env` adds the step limit). A session reloads the
-    game only when it changes: a slot that plays its game again skips the load. `cache_grammar` memoizes TextWorld's grammar parsing
-    for the whole process (`grammar_cache.install`): same text, about a quarter of the CPU per step.
+    game only when it changes: a slot that plays its game again skips the load. `memoize_engine` memoizes, for the
+    whole process, TextWorld's grammar parsing (`grammar_cache`: about a quarter of the CPU per step) and Fast
+    Downward's translation of each game (`translation_cache`: most of a reset's CPU); the text is the same.
     """
 
     observation_space = gymnasium.spaces.Text(max_length=100_000, charset=string.printable)
     action_space = gymnasium.spaces.Text(max_length=200, charset=string.printable)
 
-    def __init__(self, *, win_reward: float = 10.0, cache_grammar: bool = True) -> None:
+    def __init__(self, *, win_reward: float = 10.0, memoize_engine: bool = True) -> None:
         self.win_reward = float(win_reward)
-        if cache_grammar:
+        if memoize_engine:
             grammar_cache.install()
+            translation_cache.install()
         self._env = AlfredDemangler(PddlEnv(textworld.EnvInfos(won=True, admissible_commands=True)))
         self._loaded_path: str | None = None
         self._task = ""
