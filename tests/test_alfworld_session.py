@@ -62,16 +62,18 @@ def test_random_admissible_rollouts_never_crash(game):
         done = terminated or truncated
 
 
-PLAIN_ENGINE_ROLLOUT = """
+# Each game's states under the plain engine (no caches), all games in one fresh process.
+PLAIN_ENGINE_ROLLOUTS = """
 import json, sys, textworld
 from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
 from textworld.envs.pddl import PddlEnv
-game, actions = sys.argv[1], json.loads(sys.argv[2])
-env = AlfredDemangler(PddlEnv(textworld.EnvInfos(won=True, admissible_commands=True)))
-env.load(game)
-states = [env.reset()] + [env.step(action)[0] for action in actions]
-print(json.dumps([[s.feedback.strip(), [c for c in s["admissible_commands"] if c != "help"]] for s in states]))
-# The session shows the first feedback without ALFWorld's banner and task sentence.
+rollouts = []
+for game, actions in json.loads(sys.stdin.read()):
+    env = AlfredDemangler(PddlEnv(textworld.EnvInfos(won=True, admissible_commands=True)))
+    env.load(game)
+    states = [env.reset()] + [env.step(action)[0] for action in actions]
+    rollouts.append([[s.feedback.strip(), [c for c in s["admissible_commands"] if c != "help"]] for s in states])
+print(json.dumps(rollouts))
 """
 
 
@@ -85,28 +87,30 @@ def _play(session: AlfworldSession, game: str, actions: list[str]) -> list:
 
 
 def test_memoized_engine_gives_the_plain_engines_text():
-    """The grammar and translation caches change no text: two sessions share one game's translation (the second
-    reads it from the cache) and each, played after the other, shows what the plain engine shows."""
-    game = GAMES[-1]
-    first = AlfworldSession()  # installs both caches in this process
-    observation, info = first.reset(options={"game": game})
+    """The grammar and translation caches change no text, on a game of each task type: two sessions share a game's
+    translation (the second reads it from the cache) and each, played after the other, shows what the plain
+    engine shows for the same random actions."""
     rng = random.Random(1)
-    actions = []
-    for _ in range(25):
-        actions.append(rng.choice(info[INFO_ADMISSIBLE]))
-        observation, _, terminated, _, info = first.step(actions[-1])
-        if terminated:
-            break
-    # The plain engine, in a fresh process without the caches.
-    plain = subprocess.run(
-        [sys.executable, "-c", PLAIN_ENGINE_ROLLOUT, game, json.dumps(actions)],
-        capture_output=True, text=True, timeout=120, check=True,
-    )
-    plain_states = json.loads(plain.stdout)
-    plain_states[0][0] = split_intro(plain_states[0][0])[0]
-    second = AlfworldSession()
-    assert _play(second, game, actions) == plain_states
-    assert _play(first, game, actions) == plain_states  # the shared translation was left as it was
+    games = GAMES[:6]  # the fixture games cycle through the six task types
+    assert len({game.split("/")[-3].split("-")[0] for game in games}) == 6
+    first = {game: AlfworldSession() for game in games}  # the first installs both caches in this process
+    plays = []
+    for game, session in first.items():
+        _, info = session.reset(options={"game": game})
+        actions = []
+        for _ in range(25):
+            actions.append(rng.choice(info[INFO_ADMISSIBLE]))
+            _, _, terminated, _, info = session.step(actions[-1])
+            if terminated:
+                break
+        plays.append((game, actions))
+    plain = subprocess.run([sys.executable, "-c", PLAIN_ENGINE_ROLLOUTS], input=json.dumps(plays),
+                           capture_output=True, text=True, timeout=300, check=True)
+    for (game, actions), plain_states in zip(plays, json.loads(plain.stdout), strict=True):
+        # The session shows the first feedback without ALFWorld's banner and task sentence.
+        plain_states[0][0] = split_intro(plain_states[0][0])[0]
+        assert _play(AlfworldSession(), game, actions) == plain_states, game
+        assert _play(first[game], game, actions) == plain_states, game  # the shared translation is unchanged
 
 
 def test_a_game_is_translated_once_per_process():
