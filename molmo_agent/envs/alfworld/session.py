@@ -79,7 +79,7 @@ class AlfworldSession(gymnasium.Env):
     feedback after each step; the task is `info[INFO_TASK]`. reward = `win_reward` on the step that wins, else 0;
     `terminated` when won; never `truncated` (`registry.make_env` adds the step limit). A session reloads the
     game only when it changes: a slot that plays its game again skips the load. `memoize_engine` memoizes, for the
-    whole process, TextWorld's grammar parsing (`grammar_cache`: about a quarter of the CPU per step) and Fast
+    whole process, TextWorld's grammar derivations (`grammar_cache`: most of a step's CPU) and Fast
     Downward's translation of each game (`translation_cache`: most of a reset's CPU); the text is the same.
     """
 
