@@ -57,3 +57,17 @@ def test_a_dump_cut_off_by_a_stopped_run_is_left_out_with_a_warning(tmp_path):
     (tmp_path / "5.jsonl").write_text('{"input": "task: he\n' + json.dumps(_row("u2_0_0", "x", 0.0)) + "\n")
     with pytest.raises(ValueError, match="5.jsonl: not JSON lines"):
         episodes(tmp_path)
+
+
+def test_reads_what_verls_validation_writes(tmp_path):
+    """The dump as verl 0.9.1's trainer writes it (`_write_generations`, the arguments `_validate` passes: each step
+    sample with its episode's final reward_extra_info fields and the sample keys as `uid`)."""
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    keys = ["g1_0_0", "g1_0_1", "g2_0_0"]
+    PPOTrainer._write_generations(
+        inputs=["task: heat an egg", "later step", "task: cool a mug"], outputs=["<action>look</action>"] * 3,
+        gts=[None] * 3, scores=[10.0, 10.0, 0.0], reward_extra_infos_dict={"acc": [1.0, 1.0, 0.0], "uid": keys},
+        dump_path=str(tmp_path), global_steps=4)
+    assert [(e["step"], e["episode"], e["opening_prompt"], e["acc"]) for e in episodes(tmp_path)] == [
+        (4, "g2_0", "task: cool a mug", 0.0), (4, "g1_0", "task: heat an egg", 1.0)]
