@@ -14,8 +14,8 @@ import functools
 
 import fast_downward
 
-# Translations kept per process: an ALFWorld game's pair takes a few MB, and a worker serves a handful of
-# sessions at a time; 64 covers a group's games and one split of validation games per worker, in bounded memory.
+# Games whose translations a process keeps: a generated ALFWorld game's pair holds about 0.7 MB, so at most ~45 MB
+# per environment worker, which serves a handful of sessions at a time (a group's games, a share of a split's).
 MAX_GAMES = 64
 
 _installed = False
