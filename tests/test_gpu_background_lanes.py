@@ -121,3 +121,26 @@ def test_wait_packs_the_validation_dumps_of_a_run_still_running(tmp_path: Path) 
         assert packed.read_text() == '{"input": "a game", "score": 1.0}\n'
     finally:
         _stop_lanes(home)
+
+
+def test_wait_shows_a_runs_last_step_and_its_first_error(tmp_path: Path) -> None:
+    """`wait` prints each lane's last training step with its seconds, and the first error of a run that died."""
+    repo, home, out = _checkout(tmp_path), tmp_path / "home", tmp_path / "out"
+    home.mkdir()
+    out.mkdir()
+    try:
+        assert _start(repo, home, "g0", "0", kv_cache_gb="4").returncode == 0
+        time.sleep(0.5)  # the stub lane writes its files first
+        (home / "bg-out-g0" / "console.log").write_text(
+            "(pid=1) UserWarning: megatron engine is not available: ModuleNotFoundError(\"No module\")\n"
+            "(TaskRunnerV1 pid=2) step:1 - actor/lr:5e-05 - timing_s/step:99.4 - training/global_step:1\n"
+            "(TaskRunnerV1 pid=2) step:2 - actor/lr:5e-05 - timing_s/step:50.5 - training/global_step:2\n"
+            "(Worker pid=3) ERROR [executor.py:898] ValueError: invalid literal for int() with base 10: 'x'\n"
+            "Error executing job with overrides: []\n")
+        env = {**os.environ, "HOME": str(home), "OUT": str(out)}
+        done = subprocess.run(["bash", "tests/gpu/background.sh", "wait", "0"], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert "last training step:2 timing_s/step:50.5\n" in done.stdout, done.stdout
+        assert "first error: (Worker pid=3) ERROR [executor.py:898] ValueError: invalid literal" in done.stdout
+    finally:
+        _stop_lanes(home)

@@ -77,6 +77,12 @@ case ${1:-} in
       grep -E 'step:[0-9]+ - .*val-core/' "$bg_out/console.log" | tail -3 | while read -r line; do
         grep -oE 'step:[0-9]+|val-core/[^ ]+/acc/mean@1:[^ ]+' <<< "$line" | tr '\n' ' ' && echo
       done
+      # its last training step and that step's seconds, and the first error of a run that died (a lane that
+      # stops making progress is seen at once, not when its time limit ends)
+      grep -E 'step:[0-9]+ - .*timing_s/step:' "$bg_out/console.log" | tail -1 |
+        grep -oE '(^| )step:[0-9]+ |timing_s/step:[0-9.]+' | tr -s '\n ' ' ' | sed 's/^ */last training /;s/ *$/\n/'
+      grep -m1 -E '[A-Za-z]+(Error|Exception): |Error executing job' "$bg_out/console.log" | cut -c1-400 |
+        sed 's/^/first error: /'
       if [ -f "$bg.done" ]; then echo "lane $lane: done"; else echo "lane $lane: still running"; fi
       mkdir -p "$collected/$lane/bench-results"
       cp "$bg_out"/* "$collected/$lane/" 2>/dev/null
