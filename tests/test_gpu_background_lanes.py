@@ -99,48 +99,44 @@ def test_lanes_that_fix_the_kv_cache_share_a_gpu_only_with_each_other(tmp_path: 
         _stop_lanes(home)
 
 
-def test_wait_packs_the_validation_dumps_of_a_run_still_running(tmp_path: Path) -> None:
-    """A machine can be lost before a learning lane ends: `wait` brings back each run's validation dumps so far."""
+def _wait_beside_a_running_lane(tmp_path: Path, lane_files: dict[str, str]) -> subprocess.CompletedProcess:
+    """`background.sh wait 0` while lane g0 (the stub) runs, with `lane_files` (paths under HOME) written first."""
     repo, home, out = _checkout(tmp_path), tmp_path / "home", tmp_path / "out"
     home.mkdir()
     out.mkdir()
     try:
         assert _start(repo, home, "g0", "0", kv_cache_gb="4").returncode == 0
-        dump = home / "alfworld_learning-g0" / "runs" / "gigpo_seed0" / "validation"
-        dump.mkdir(parents=True)
-        (dump / "0.jsonl").write_text('{"input": "a game", "score": 1.0}\n')
+        time.sleep(0.5)  # the stub lane writes its own files first
+        for path, text in lane_files.items():
+            (home / path).parent.mkdir(parents=True, exist_ok=True)
+            (home / path).write_text(text)
         env = {**os.environ, "HOME": str(home), "OUT": str(out)}
-        done = subprocess.run(["bash", "tests/gpu/background.sh", "wait", "0"], cwd=repo, env=env,
+        return subprocess.run(["bash", "tests/gpu/background.sh", "wait", "0"], cwd=repo, env=env,
                               capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        assert "lane g0: still running" in done.stdout
-        unpacked = tmp_path / "unpacked"
-        unpacked.mkdir()
-        subprocess.run(["tar", "-xzf", str(out / "lanes.tar.gz"), "-C", str(unpacked)], check=True)
-        packed = unpacked / "validation" / "alfworld_learning-g0" / "gigpo_seed0" / "0.jsonl"
-        assert packed.read_text() == '{"input": "a game", "score": 1.0}\n'
     finally:
         _stop_lanes(home)
+
+
+def test_wait_packs_the_validation_dumps_of_a_run_still_running(tmp_path: Path) -> None:
+    """A machine can be lost before a learning lane ends: `wait` brings back each run's validation dumps so far."""
+    dump = '{"input": "a game", "score": 1.0}\n'
+    done = _wait_beside_a_running_lane(tmp_path, {"alfworld_learning-g0/runs/gigpo_seed0/validation/0.jsonl": dump})
+    assert done.returncode == 0, done.stderr
+    assert "lane g0: still running" in done.stdout
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["tar", "-xzf", str(tmp_path / "out" / "lanes.tar.gz"), "-C", str(unpacked)], check=True)
+    assert (unpacked / "validation" / "alfworld_learning-g0" / "gigpo_seed0" / "0.jsonl").read_text() == dump
 
 
 def test_wait_shows_a_runs_last_step_and_its_first_error(tmp_path: Path) -> None:
     """`wait` prints each lane's last training step with its seconds, and the first error of a run that died."""
-    repo, home, out = _checkout(tmp_path), tmp_path / "home", tmp_path / "out"
-    home.mkdir()
-    out.mkdir()
-    try:
-        assert _start(repo, home, "g0", "0", kv_cache_gb="4").returncode == 0
-        time.sleep(0.5)  # the stub lane writes its files first
-        (home / "bg-out-g0" / "console.log").write_text(
-            "(pid=1) UserWarning: megatron engine is not available: ModuleNotFoundError(\"No module\")\n"
-            "(TaskRunnerV1 pid=2) step:1 - actor/lr:5e-05 - timing_s/step:99.4 - training/global_step:1\n"
-            "(TaskRunnerV1 pid=2) step:2 - actor/lr:5e-05 - timing_s/step:50.5 - training/global_step:2\n"
-            "(Worker pid=3) ERROR [executor.py:898] ValueError: invalid literal for int() with base 10: 'x'\n"
-            "Error executing job with overrides: []\n")
-        env = {**os.environ, "HOME": str(home), "OUT": str(out)}
-        done = subprocess.run(["bash", "tests/gpu/background.sh", "wait", "0"], cwd=repo, env=env,
-                              capture_output=True, text=True, timeout=60)
-        assert "last training step:2 timing_s/step:50.5\n" in done.stdout, done.stdout
-        assert "first error: (Worker pid=3) ERROR [executor.py:898] ValueError: invalid literal" in done.stdout
-    finally:
-        _stop_lanes(home)
+    console = (
+        "(pid=1) UserWarning: megatron engine is not available: ModuleNotFoundError(\"No module\")\n"
+        "(TaskRunnerV1 pid=2) step:1 - actor/lr:5e-05 - timing_s/step:99.4 - training/global_step:1\n"
+        "(TaskRunnerV1 pid=2) step:2 - actor/lr:5e-05 - timing_s/step:50.5 - training/global_step:2\n"
+        "(Worker pid=3) ERROR [executor.py:898] ValueError: invalid literal for int() with base 10: 'x'\n"
+        "Error executing job with overrides: []\n")
+    done = _wait_beside_a_running_lane(tmp_path, {"bg-out-g0/console.log": console})
+    assert "last training step:2 timing_s/step:50.5\n" in done.stdout, done.stdout
+    assert "first error: (Worker pid=3) ERROR [executor.py:898] ValueError: invalid literal" in done.stdout
