@@ -40,8 +40,6 @@ OFFLOAD=${OFFLOAD:-False}
 PROJECT=${PROJECT:-molmo_agent}
 EXPERIMENT=${EXPERIMENT:-alfworld_gigpo_$(basename "$MODEL_PATH")}
 
-# NVLink multicast off (the config also puts these in the Ray runtime env of every worker).
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 VLLM_ALLREDUCE_USE_SYMM_MEM=0
 # vLLM's FlashInfer sampler JIT-compiles for minutes on a fresh node; the default sampler is as good here.
 export VLLM_USE_FLASHINFER_SAMPLER=${VLLM_USE_FLASHINFER_SAMPLER:-0}
 export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1
