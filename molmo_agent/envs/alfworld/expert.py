@@ -18,7 +18,7 @@ import textworld
 from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredExpert, AlfredExpertType
 from textworld.envs.pddl import PddlEnv
 
-from molmo_agent.envs.alfworld import grammar_cache
+from molmo_agent.envs.alfworld import grammar_cache, translation_cache
 
 
 def expert_actions(game_file: str, max_steps: int, seed: int = 0) -> list[str]:
@@ -39,6 +39,7 @@ def expert_actions(game_file: str, max_steps: int, seed: int = 0) -> list[str]:
 
 def _play(game_file: str, max_steps: int) -> list[str]:
     grammar_cache.install()
+    translation_cache.install()
     infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=True, feedback=True)
     env = AlfredExpert(AlfredDemangler(PddlEnv(infos)), expert_type=AlfredExpertType.HANDCODED)
     actions: list[str] = []

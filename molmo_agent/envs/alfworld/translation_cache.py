@@ -18,18 +18,13 @@ import fast_downward
 # per environment worker, which serves a handful of sessions at a time (a group's games, a share of a split's).
 MAX_GAMES = 64
 
-_installed = False
-
 
 def install() -> None:
     """Memoize Fast Downward's PDDL-to-SAS translation in this process (idempotent)."""
-    global _installed
-    if _installed:
-        return
-    fast_downward.pddl2sas = functools.lru_cache(maxsize=2 * MAX_GAMES)(fast_downward.pddl2sas)
-    _installed = True
+    if not installed():
+        fast_downward.pddl2sas = functools.lru_cache(maxsize=2 * MAX_GAMES)(fast_downward.pddl2sas)
 
 
 def installed() -> bool:
-    """Whether `install()` ran in this process."""
-    return _installed
+    """Whether `install()` ran in this process: the translation is the memoized one."""
+    return hasattr(fast_downward.pddl2sas, "cache_info")
