@@ -11,7 +11,7 @@ dropped episode (its environment failed) leaves no step sample, so its actions c
 episodes are not counted. `episodes` counts every session started, B x G per iteration.
 
 The comparison is read at the last validation of each run at or below the largest environment-step count every
-run reached (never a curve's best point): GiGPO minus GRPO valid_unseen success, the mean over seeds of the
+run reached (a run reaches the steps of its last logged iteration, validated or not; never a curve's best point): GiGPO minus GRPO valid_unseen success, the mean over seeds of the
 difference paired by seed, with a 95 % bootstrap interval. Given each run's validation episodes
 (`--episodes ESTIMATOR:SEED:FILE`, from `molmo_agent.integrations.verl.validation_dump`, several files of a run's
 sessions merged) and the game tree (`--games`), the interval is a paired bootstrap over games and seeds: an
@@ -62,6 +62,12 @@ def learning_curve(log: str, episodes_per_iteration: int) -> list[dict[str, Any]
                       "train_success": metrics.get("env/success_rate") if iteration > 0 else None,
                       **{split: validations[iteration][split]["success"] for split in SPLITS}})
     return curve
+
+
+def env_steps_reached(log: str) -> int:
+    """The environment steps of the last iteration `log` holds, whether or not it validated there."""
+    return max((int(metrics["env/cumulative_steps"]) for metrics in logged_steps(log).values()
+                if "env/cumulative_steps" in metrics), default=0)
 
 
 def point_at(curve: list[dict[str, Any]], env_steps: float) -> dict[str, Any]:
@@ -115,10 +121,10 @@ def comparison(runs: list[dict[str, Any]],
                outcomes: dict[tuple[str, int], dict[int, dict[str, float]]] | None = None,
                rng_seed: int = 0) -> dict[str, Any]:
     """GiGPO minus GRPO valid_unseen success at the last validation at or below the largest environment-step count
-    every run reached, paired by seed, with a 95 % bootstrap interval: over games and seeds when `outcomes`
+    every run reached (`env_steps_reached` of each run), paired by seed, with a 95 % bootstrap interval: over games and seeds when `outcomes`
     ({(estimator, seed): game_outcomes of its valid_unseen episodes}) holds every run, else over seeds; and each
     estimator's lift over its runs' iteration-0 (SFT) level there."""
-    common = min(run["curve"][-1]["env_steps"] for run in runs)
+    common = min(run["env_steps_reached"] for run in runs)
     at = {(run["estimator"], run["seed"]): point_at(run["curve"], common) for run in runs}
     sft = {(run["estimator"], run["seed"]): run["curve"][0]["valid_unseen"] for run in runs}
     seeds = sorted({seed for estimator, seed in at if estimator == "gigpo"} &
@@ -256,11 +262,12 @@ def main(argv: list[str] | None = None) -> None:
     runs = []
     for text in args.runs:
         estimator, seed, log = parse_run(text)
+        text = log.read_text()
         try:
-            curve = learning_curve(log.read_text(), args.train_batch * args.group_size)
+            curve = learning_curve(text, args.train_batch * args.group_size)
         except ValueError as err:
             raise SystemExit(f"{log}: {err}") from None
-        runs.append({"estimator": estimator, "seed": seed, "curve": curve})
+        runs.append({"estimator": estimator, "seed": seed, "env_steps_reached": env_steps_reached(text), "curve": curve})
     outcomes = None
     if args.episodes:
         if args.games is None:
