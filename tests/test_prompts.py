@@ -48,15 +48,31 @@ def test_history_prompt_golden():
 
 def test_history_window_shows_the_latest_pairs_numbered_by_step():
     prompt = build_prompt(TASK, NOW, ADMISSIBLE, HISTORY, history_length=2)
-    assert "You have taken 3 step(s). Your last 2 step(s)" in prompt and "at step 4" in prompt
+    assert "You have taken 3 step(s)." in prompt and "Your last 2 step(s)" in prompt and "at step 4" in prompt
     assert 'Step 2: you saw "You arrive at sinkbasin 1.' in prompt and "Step 3:" in prompt
     assert "Step 1:" not in prompt
     everything = build_prompt(TASK, NOW, ADMISSIBLE, HISTORY, history_length=10)
     assert "Your last 3 step(s)" in everything and 'Step 1: you saw "You are in the middle' in everything
 
 
-def test_no_history_when_k_is_zero_or_at_step_zero():
-    assert build_prompt(TASK, NOW, ADMISSIBLE, HISTORY, history_length=0) == build_prompt(TASK, NOW, ADMISSIBLE)
+def test_steps_before_the_window_show_their_actions_only():
+    prompt = build_prompt(TASK, NOW, ADMISSIBLE, HISTORY, history_length=2)
+    assert "You have taken 3 step(s). In steps 1 to 1 you did: 'go to sinkbasin 1'. Your last 2 step(s)" in prompt
+    assert ROOM not in prompt  # step 1's observation is outside the window
+    everything = build_prompt(TASK, NOW, ADMISSIBLE, HISTORY, history_length=10)
+    assert "you did:" not in everything
+
+
+def test_k_zero_lists_every_earlier_action_and_no_observation():
+    prompt = build_prompt(TASK, NOW, ADMISSIBLE, HISTORY, history_length=0)
+    assert ("In steps 1 to 3 you did: 'go to sinkbasin 1', 'take mug 1 from sinkbasin 1', "
+            "'clean mug 1 with sinkbasin 1'.\nNow, at step 4, what you see: " + NOW) in prompt
+    assert "you saw" not in prompt and "Your last" not in prompt
+
+
+def test_no_history_at_step_zero_and_k_must_not_be_negative():
+    assert build_prompt(TASK, NOW, ADMISSIBLE, [], history_length=2) == build_prompt(TASK, NOW, ADMISSIBLE)
+    assert "You have taken" not in build_prompt(TASK, NOW, ADMISSIBLE)
     with pytest.raises(ValueError, match="history_length"):
         build_prompt(TASK, NOW, ADMISSIBLE, HISTORY, history_length=-1)
 

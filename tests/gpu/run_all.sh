@@ -18,6 +18,9 @@
 #          sft-data sft sft-eval: the small preset, 200/50/50 games, SFT, the SFT checkpoint's success on both
 #          splits), then the SFT checkpoint in 16 MiB bf16 parts (molmo_agent.models.checkpoint_parts) for the
 #          next machine; work in LEARN_WORK ($HOME/alfworld_learning[-LANE]), logs and JSON to $OUT      ~15 min
+#          Games and SFT rows made on another machine skip their stages: carried into LEARN_DATA ($HOME/acc-data)
+#          as games.tar.xz (a folder `games`, the recipe's data/games) and sft/<split>.parquet, both learn stages
+#          use them (the node's cores made 1100 games in 194 s; carried, they unpack in seconds)
 #   learn-rl   the learning recipe's RL runs of one estimator (LEARN_ESTIMATOR: gigpo or grpo; seeds LEARN_SEEDS,
 #          default 0) from an SFT checkpoint carried in as learn-sft's parts (LEARN_SFT_PARTS, default
 #          $HOME/acc-sft; the SHA-256 of its weights is printed), on the same generated games; each run stops at
@@ -65,8 +68,15 @@ bench_inputs() {  # the 4b-shape checkpoint and the 8 training games both 4B ben
   { [ -d "$GAMES" ] || python3 -m molmo_agent.envs.alfworld.generate --out "$GAMES" --train 8 --valid-seen 1 \
       --valid-unseen 1 --seed 0 --workers 4; }
 }
+carried_data() {  # carried_data WORK: games (and SFT rows) made on another machine, from LEARN_DATA, as WORK/data's
+  local data=${LEARN_DATA:-$HOME/acc-data}
+  mkdir -p "$1/data" || return 1
+  if [ -f "$data/games.tar.xz" ] && [ ! -d "$1/data/games" ]; then tar -xJf "$data/games.tar.xz" -C "$1/data" || return 1; fi
+  if [ -d "$data/sft" ] && [ ! -d "$1/data/sft" ]; then cp -r "$data/sft" "$1/data/sft" || return 1; fi
+}
 learn_sft() {  # the recipe's stages up to the SFT checkpoint's evaluation, then its parts
   local status=0
+  carried_data "$LEARN_WORK" || return 1
   WORK=$LEARN_WORK timeout "${LEARN_SFT_S:-1800}" \
     bash recipes/alfworld_learning/run.sh model games sft-data sft sft-eval || status=$?
   cp "$LEARN_WORK"/*.log "$LEARN_WORK"/*.json "$OUT/" 2>/dev/null
@@ -116,7 +126,8 @@ learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under t
     return 1
   # The games and parquet files, made once on the node for every lane (the first lane makes them, the others wait)
   if [ ! -e "$LEARN_WORK/data" ]; then
-    { flock 9 && WORK=$LEARN_GAMES_WORK bash recipes/alfworld_learning/run.sh games; } 9> "$LEARN_GAMES_WORK.lock" &&
+    { flock 9 && carried_data "$LEARN_GAMES_WORK" && WORK=$LEARN_GAMES_WORK bash recipes/alfworld_learning/run.sh games
+    } 9> "$LEARN_GAMES_WORK.lock" &&
       ln -s "$LEARN_GAMES_WORK/data" "$LEARN_WORK/data" || return 1
   fi
   WORK=$LEARN_WORK SEEDS=${LEARN_SEEDS:-0} timeout "${LEARN_RL_S:-1380}" \

@@ -37,6 +37,7 @@ from typing import Any
 import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
@@ -135,12 +136,13 @@ def _rows_in_worker(game: Game) -> list[dict[str, Any]]:
 
 def step_rows(games: list[Game], config: DictConfig, workers: int, source: str = "walkthrough") -> list[dict[str, Any]]:
     """Every step row of `games` from `source`'s demonstrations, in their order, built on `workers` processes
-    (1: in this one)."""
+    (1: in this one), with a progress bar over games on stderr."""
+    progress = functools.partial(tqdm, total=len(games), desc=f"{source} demonstrations", unit="game")
     if workers == 1:
         rows_of = StepRows(config, source)
-        return [row for game in games for row in rows_of(game)]
+        return [row for rows in progress(map(rows_of, games)) for row in rows]
     with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(config, source)) as pool:
-        return [row for rows in pool.map(_rows_in_worker, games) for row in rows]
+        return [row for rows in progress(pool.map(_rows_in_worker, games)) for row in rows]
 
 
 def write_parquet(rows: list[dict[str, Any]], path: str) -> None:
