@@ -7,6 +7,7 @@ from molmo_agent.envs.alfworld.games import load_games, read_walkthrough
 from molmo_agent.envs.base import INFO_ADMISSIBLE, INFO_TASK
 from molmo_agent.envs.demonstrations import demonstration_response, demonstration_steps
 from molmo_agent.envs.projection import project_action
+from molmo_agent.envs.registry import make_env
 
 from alfworld_games import GAMES_ROOT, game_files, walkthrough
 
@@ -14,7 +15,8 @@ GAME = game_files()[0]  # look_at_obj_in_light: go to shelf 8, take vase 1 from 
 
 
 def play(actions, max_steps: int = 50):
-    return list(demonstration_steps("alfworld", max_steps, {}, {"game": GAME}, actions, source="test walkthrough"))
+    env = make_env("alfworld", max_steps)
+    return list(demonstration_steps("alfworld", env, max_steps, {"game": GAME}, actions, source="test walkthrough"))
 
 
 def test_response_restates_the_task_and_names_the_action():
@@ -78,3 +80,31 @@ def test_the_experts_demonstration_is_the_same_whatever_the_callers_random_state
             outcomes.append(str(error))
         assert random.getstate() == before
     assert outcomes[0] == outcomes[1]
+
+
+def test_the_expert_plays_every_game_on_one_engine_as_a_fresh_engine_would(monkeypatch):
+    """Each engine maps its own 33 MB copy of Fast Downward's library until the process ends: the expert loads one
+    per process, and a game played after others gives the actions it gives on a fresh engine."""
+    import fast_downward
+
+    from molmo_agent.envs.alfworld import expert
+
+    games = [g.path for g in load_games(str(GAMES_ROOT), "train")[:3]]
+
+    def play(path: str) -> list[str] | str:
+        try:
+            return expert.expert_actions(path, 50)
+        except ValueError as error:
+            return str(error)
+
+    fresh = []
+    for path in games:
+        expert._expert_env.cache_clear()
+        fresh.append(play(path))
+    loads = []
+    load_lib = fast_downward.load_lib
+    monkeypatch.setattr(fast_downward, "load_lib", lambda: loads.append(1) or load_lib())
+    expert._expert_env.cache_clear()
+    in_turn = [play(path) for path in games + games[::-1]]
+    assert len(loads) == 1
+    assert in_turn == fresh + fresh[::-1]

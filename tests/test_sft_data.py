@@ -110,6 +110,20 @@ def test_expert_rows_search_as_a_player_and_are_the_loops_prompts(molmo2_dir):
     assert any(expert > planner for expert, planner in lengths.values())  # it searched where the planner knew
 
 
+def test_a_process_plays_every_demonstration_on_the_same_engines(molmo2_dir, monkeypatch):
+    """Each ALFWorld engine maps its own 33 MB copy of Fast Downward's library until the process ends: the rows of
+    many games load one for the replays and (once a process) one for the expert, never one a game."""
+    import fast_downward
+
+    loads = []
+    load_lib = fast_downward.load_lib
+    monkeypatch.setattr(fast_downward, "load_lib", lambda: loads.append(1) or load_lib())
+    rows_of = StepRows(config_of(molmo2_dir, *SETTINGS[0][:2]), "expert")
+    games = load_games(str(GAMES_ROOT), "train")
+    assert sum(len(rows_of(game)) > 0 for game in games) >= 5
+    assert len(loads) <= 2
+
+
 def test_games_the_expert_does_not_win_are_left_out_and_counted(molmo2_dir, tmp_path, capsys, monkeypatch):
     from molmo_agent.integrations.verl import sft_data
 

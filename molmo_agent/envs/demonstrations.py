@@ -1,6 +1,7 @@
 """Demonstrations as the agent would have played them: each step's state, and the answer that takes its action.
 
-    for step in demonstration_steps("alfworld", 50, {}, {"game": path}, walkthrough):
+    env = make_env("alfworld", max_steps=50)             # one for every demonstration: see demonstration_steps
+    for step in demonstration_steps("alfworld", env, 50, {"game": path}, walkthrough):
         step.observation, step.info, step.history   # what the agent loop builds this step's prompt from
         step.response                               # "<think>My task is to ... I will go to desk 1.</think><action>go to desk 1</action>"
 
@@ -13,13 +14,13 @@ kept. So a supervised row built from a step (integrations/verl/sft_data.py) sees
 The thought never mentions what the prompt does not show: `THOUGHT_TEMPLATE` restates the task (shown in every
 prompt) and names the action (one of the available actions the prompt lists).
 """
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from molmo_agent.envs.base import INFO_TASK, INFO_WON, Observation, observation_text
+from molmo_agent.envs.base import INFO_TASK, INFO_WON, AgentEnv, Observation, observation_text
 from molmo_agent.envs.projection import normalize
-from molmo_agent.envs.registry import get_env, make_env
+from molmo_agent.envs.registry import get_env
 
 THOUGHT_TEMPLATE = "My task is to {task}. I will {action}."
 RESPONSE_TEMPLATE = "<think>{thought}</think><action>{action}</action>"
@@ -47,34 +48,33 @@ def demonstration_response(task: str, action: str) -> str:
     return RESPONSE_TEMPLATE.format(thought=thought, action=action)
 
 
-def demonstration_steps(env_name: str, max_steps: int, knobs: Mapping[str, Any], options: dict[str, Any],
+def demonstration_steps(env_name: str, env: AgentEnv, max_steps: int, options: dict[str, Any],
                         actions: Sequence[str], seed: int | None = None,
                         source: str = "the demonstration") -> Iterator[DemonstrationStep]:
-    """Play `actions` in a new environment `env_name` (reset with `options` and `seed`), yielding each step.
+    """Play `actions` in `env` (`make_env(env_name, max_steps, ...)`, reset with `options` and `seed`), yielding
+    each step. The caller keeps `env` for its next demonstration: an ALFWorld engine maps its own 33 MB copy of
+    Fast Downward's library until the process ends, so an environment a demonstration fills the disk after about
+    a thousand games.
 
     A ValueError names `source` when an action's answer does not read back as that action, when the episode ends
     before the actions do (`max_steps`, the training config's `env.max_steps`, cuts it short), or when the
     actions run out without a win: a row from such a demonstration would teach a wrong answer.
     """
     spec = get_env(env_name)
-    env = make_env(env_name, max_steps, **knobs)
-    try:
-        observation, info = env.reset(seed=seed, options=options)
-        history: list[tuple[str, str]] = []
-        terminated = truncated = False
-        for step, action in enumerate(actions):
-            if terminated or truncated:
-                ended = f"was cut at env.max_steps={max_steps}" if truncated else "ended"
-                raise ValueError(f"{source}: the episode {ended} after {step} of its {len(actions)} actions")
-            response = demonstration_response(str(info[INFO_TASK]), action)
-            projected = spec.parse_action(response, info)
-            if not projected.valid or projected.action != normalize(action):
-                raise ValueError(f"{source}: step {step}'s answer {response!r} reads back as {projected}, not as "
-                                 f"the action {action!r}")
-            yield DemonstrationStep(step, observation, info, tuple(history), projected.action, response)
-            history.append((observation_text(observation), projected.action))
-            observation, _, terminated, truncated, info = env.step(projected.action)
-        if not info.get(INFO_WON, False):
-            raise ValueError(f"{source}: its {len(actions)} actions do not win the episode")
-    finally:
-        env.close()
+    observation, info = env.reset(seed=seed, options=options)
+    history: list[tuple[str, str]] = []
+    terminated = truncated = False
+    for step, action in enumerate(actions):
+        if terminated or truncated:
+            ended = f"was cut at env.max_steps={max_steps}" if truncated else "ended"
+            raise ValueError(f"{source}: the episode {ended} after {step} of its {len(actions)} actions")
+        response = demonstration_response(str(info[INFO_TASK]), action)
+        projected = spec.parse_action(response, info)
+        if not projected.valid or projected.action != normalize(action):
+            raise ValueError(f"{source}: step {step}'s answer {response!r} reads back as {projected}, not as "
+                             f"the action {action!r}")
+        yield DemonstrationStep(step, observation, info, tuple(history), projected.action, response)
+        history.append((observation_text(observation), projected.action))
+        observation, _, terminated, truncated, info = env.step(projected.action)
+    if not info.get(INFO_WON, False):
+        raise ValueError(f"{source}: its {len(actions)} actions do not win the episode")

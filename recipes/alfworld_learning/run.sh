@@ -31,13 +31,17 @@
 #
 # Variables (defaults in brackets):
 #   WORK [$HOME/alfworld_learning]   PRESET [small]   GPU [h200] (names the result files)
-#   GAMES_TRAIN [200] GAMES_VALID_SEEN [50] GAMES_VALID_UNSEEN [50] GAMES_SEED [0]
+#   GAMES_TRAIN [1000] GAMES_VALID_SEEN [50] GAMES_VALID_UNSEEN [50] GAMES_SEED [0]  (a game depends only on
+#                   the seed, its split and its index: 200 training games are the first 200 of 1000)
 #   SFT_SOURCE [expert] the demonstrations (sft_data --source): `expert` (alfworld's hand-coded expert, which
 #                   searches receptacles as a player must, on the games it wins within MAX_STEPS: cloned on 162
-#                   of 200 games it won 8 % / 12 % of valid_seen / valid_unseen), `walkthrough` (the planner's,
-#                   which goes straight to hidden objects: 2 % / 4 %) or `mixed` (the expert's where it wins, the
-#                   walkthrough elsewhere; not measured) - tests/gpu/results/learn_sft*_h200x2_2026-11-30.json
-#   SFT_EPOCHS [20] SFT_LR [5e-4]: the most epochs (the best by validation loss is kept), the SFT learning rate
+#                   of 200 games, with prompts that did not yet list the earlier actions, it won 8 % / 12 % of
+#                   valid_seen / valid_unseen), `walkthrough` (the planner's, which goes straight to hidden
+#                   objects: 2 % / 4 %) or `mixed` (the expert's where it wins, the walkthrough elsewhere; not
+#                   measured) - tests/gpu/results/learn_sft*_h200x2_2026-11-30.json
+#   SFT_EPOCHS [6] SFT_LR [5e-4]: the most epochs (the best by validation loss is kept), the SFT learning rate
+#                   (on 200 games, validation loss fell until about 500 steps of 64 rows: 6 epochs of 1000 games'
+#                   rows are about twice that)
 #   SEEDS ["0 1"] ITERATIONS [60] TEST_FREQ [10]
 #   LR [5e-5]       the RL learning rate of both estimators, fixed before the comparison (1e-5 moved the SFT policy
 #                   by a PPO KL of 0.0004 an iteration: recipes/alfworld_learning/README.md)
@@ -68,7 +72,7 @@ TEST_FREQ=${TEST_FREQ:-10}
 LR=${LR:-5e-5}
 PENALTY=${PENALTY:-0.1}
 TEMPERATURE=${TEMPERATURE:-0.4}
-SFT_EPOCHS=${SFT_EPOCHS:-20}
+SFT_EPOCHS=${SFT_EPOCHS:-6}
 SFT_LR=${SFT_LR:-5e-4}
 SFT_SOURCE=${SFT_SOURCE:-expert}
 PYTHON=${PYTHON:-python3}
@@ -96,7 +100,7 @@ stage_model() {
 stage_games() {
   [ -f "$DATA_DIR/valid_unseen.parquet" ] && return 0
   # The generator builds the tree beside $GAMES and moves it in only when complete.
-  [ -d "$GAMES" ] || "$PYTHON" -m molmo_agent.envs.alfworld.generate --out "$GAMES" --train "${GAMES_TRAIN:-200}" \
+  [ -d "$GAMES" ] || "$PYTHON" -m molmo_agent.envs.alfworld.generate --out "$GAMES" --train "${GAMES_TRAIN:-1000}" \
     --valid-seen "${GAMES_VALID_SEEN:-50}" --valid-unseen "${GAMES_VALID_UNSEEN:-50}" --seed "${GAMES_SEED:-0}"
   "$PYTHON" "$repo/examples/data_preprocess/alfworld.py" --data "$GAMES" --out "$DATA_DIR"
 }

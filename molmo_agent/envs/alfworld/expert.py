@@ -12,6 +12,7 @@ environment as the agent loop plays it. Within 30 steps it wins 144 of 200 gener
 on average against the walkthrough's 6.1; most of its losses are pick_two_obj_and_place games, where it can loop
 without end (bench/alfworld_demonstrations.py).
 """
+import functools
 import random
 
 import textworld
@@ -37,11 +38,19 @@ def expert_actions(game_file: str, max_steps: int, seed: int = 0) -> list[str]:
         random.setstate(outer_state)
 
 
-def _play(game_file: str, max_steps: int) -> list[str]:
+@functools.cache
+def _expert_env() -> AlfredExpert:
+    """This process's expert, loaded with each game in turn (its `load` starts a fresh expert). One engine, not one
+    a game: every `PddlEnv` maps its own 33 MB copy of Fast Downward's library, deleted but held on disk until the
+    process ends, so an engine a game filled the disk after about a thousand games."""
     grammar_cache.install()
     translation_cache.install()
     infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=True, feedback=True)
-    env = AlfredExpert(AlfredDemangler(PddlEnv(infos)), expert_type=AlfredExpertType.HANDCODED)
+    return AlfredExpert(AlfredDemangler(PddlEnv(infos)), expert_type=AlfredExpertType.HANDCODED)
+
+
+def _play(game_file: str, max_steps: int) -> list[str]:
+    env = _expert_env()
     actions: list[str] = []
     try:
         env.load(game_file)
@@ -57,6 +66,4 @@ def _play(game_file: str, max_steps: int) -> list[str]:
     except Exception as error:  # the expert's own failures (HandCodedAgentFailed, its timeout, ...)
         raise ValueError(f"game file {game_file}: alfworld's hand-coded expert failed after {len(actions)} actions: "
                          f"{type(error).__name__}: {error}") from None
-    finally:
-        env.close()
     return actions

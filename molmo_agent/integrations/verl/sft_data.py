@@ -46,7 +46,7 @@ from molmo_agent.envs.alfworld.expert import expert_actions
 from molmo_agent.envs.alfworld.games import SPLITS, Game, load_games, read_walkthrough
 from molmo_agent.envs.base import observation_text
 from molmo_agent.envs.demonstrations import demonstration_steps
-from molmo_agent.envs.registry import get_env
+from molmo_agent.envs.registry import get_env, make_env
 from molmo_agent.integrations.verl.agent_loop import env_knobs, step_prompt_ids
 
 CONFIG_DIR = str(pathlib.Path(__file__).parents[2] / "config")
@@ -86,6 +86,7 @@ class StepRows:
             mm_processor_kwargs=config.data.get("mm_processor_kwargs", {}), processor=model_config.processor)
         self.build_tokens: Callable[..., list[int]] = builder.build_initial_tokens
         self.spec = get_env(ENV_NAME)
+        self.env = make_env(ENV_NAME, config.env.max_steps, **env_knobs(config.env))  # every game's replay
 
     def response_ids(self, response: str) -> list[int]:
         """The answer's tokens and EOS, as the model generates them."""
@@ -110,8 +111,8 @@ class StepRows:
         if demonstration is None:
             return []
         source, actions = demonstration
-        steps = demonstration_steps(ENV_NAME, env.max_steps, env_knobs(env), {"game": os.path.abspath(game.path)},
-                                    actions, source=f"the {source} of {game.path}")
+        steps = demonstration_steps(ENV_NAME, self.env, env.max_steps, {"game": os.path.abspath(game.path)}, actions,
+                                    source=f"the {source} of {game.path}")
         rows = []
         for step in steps:
             prompt_ids, _ = step_prompt_ids(self.spec, self.build_tokens, observation_text(step.observation), None,
