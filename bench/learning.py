@@ -121,9 +121,9 @@ def comparison(runs: list[dict[str, Any]],
                outcomes: dict[tuple[str, int], dict[int, dict[str, float]]] | None = None,
                rng_seed: int = 0) -> dict[str, Any]:
     """GiGPO minus GRPO valid_unseen success at the last validation at or below the largest environment-step count
-    every run reached (`env_steps_reached` of each run), paired by seed, with a 95 % bootstrap interval: over games and seeds when `outcomes`
-    ({(estimator, seed): game_outcomes of its valid_unseen episodes}) holds every run, else over seeds; and each
-    estimator's lift over its runs' iteration-0 (SFT) level there."""
+    every run reached (each run's `env_steps_reached`), paired by seed, with a 95 % bootstrap interval: over games
+    and seeds when `outcomes` ({(estimator, seed): game_outcomes of its valid_unseen episodes}) holds every run,
+    else over seeds; and each estimator's lift over its runs' iteration-0 (SFT) level there."""
     common = min(run["env_steps_reached"] for run in runs)
     at = {(run["estimator"], run["seed"]): point_at(run["curve"], common) for run in runs}
     sft = {(run["estimator"], run["seed"]): run["curve"][0]["valid_unseen"] for run in runs}
@@ -267,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
             curve = learning_curve(text, args.train_batch * args.group_size)
         except ValueError as err:
             raise SystemExit(f"{log}: {err}") from None
-        runs.append({"estimator": estimator, "seed": seed, "env_steps_reached": env_steps_reached(text), "curve": curve})
+        runs.append({"estimator": estimator, "seed": seed, "env_steps_reached": env_steps_reached(text),
+                     "curve": curve})
     outcomes = None
     if args.episodes:
         if args.games is None:

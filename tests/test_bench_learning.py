@@ -190,8 +190,9 @@ def test_episodes_are_paired_game_by_game():
     assert learning.game_outcomes(episodes, openings) == {0: {games[0][1]: 1.0, games[1][1]: 0.0},
                                                           5: {games[0][1]: 0.0}}
 
-    runs = [{"estimator": e, "seed": s, "env_steps_reached": 100, "curve": [{"iteration": 0, "env_steps": 0, "valid_unseen": 0.0},
-                                                  {"iteration": 5, "env_steps": 100, "valid_unseen": u}]}
+    runs = [{"estimator": e, "seed": s, "env_steps_reached": 100,
+             "curve": [{"iteration": 0, "env_steps": 0, "valid_unseen": 0.0},
+                       {"iteration": 5, "env_steps": 100, "valid_unseen": u}]}
             for e, s, u in (("gigpo", 0, 0.5), ("grpo", 0, 0.0))]
     outcomes = {("gigpo", 0): {5: {games[0][1]: 1.0, games[1][1]: 0.0}},
                 ("grpo", 0): {5: {games[0][1]: 0.0, games[1][1]: 0.0}}}

@@ -5,8 +5,9 @@ current observation and (when the environment lists them) the available actions,
 `<think>…</think><action>…</action>`. The earlier actions cost a few tokens a step and are what lets a policy tell
 where it has been: with the last k steps alone, a search sees no sign of the receptacles it opened before them,
 and cloned searches loop (an SFT policy with k = 2 went back to a receptacle it had left more than two steps
-earlier in 297 of 1186 moves on valid_unseen: tests/gpu/results/learn_rl_seed0_h200x2_2026-12-01.txt). All
-wording lives in the templates below; an environment changes only its role sentence (`EnvSpec.prompt`).
+earlier in 297 of 1186 moves on the 100 validation games:
+tests/gpu/results/learn_rl_seed0_h200x2_2026-12-01.txt). All wording lives in the templates below; an environment
+changes only its role sentence (`EnvSpec.prompt`).
 """
 import hashlib
 from collections.abc import Sequence
