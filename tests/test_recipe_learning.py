@@ -92,3 +92,22 @@ def test_only_a_start_up_port_race_is_retried_and_a_crashed_run_is_never_done(tm
     assert (work / "attempts").read_text().count("attempt") == attempts
     assert (run / "done").exists() == done and (finished.returncode == 0) == done
     assert failure in (run / "train.log").read_text()
+
+
+def test_sft_rows_end_where_the_rl_runs_end_episodes(tmp_path):
+    """The sft-data stage gives the rows the RL runs' episode limit, history window and token limits: a
+    demonstration longer than MAX_STEPS would teach steps no RL episode reaches (the expert's longest
+    demonstrations are its loops)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    stub = tmp_path / "python"
+    stub.write_text('#!/bin/sh\necho "$@" > "$WORK/sft_data_args"\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "WORK": str(work), "PYTHON": str(stub), "MAX_STEPS": "17", "HISTORY": "3",
+           "MAX_PROMPT": "900", "MAX_RESPONSE": "100"}
+    done = subprocess.run(["bash", str(RECIPE), "sft-data"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    args = (work / "sft_data_args").read_text().split()
+    assert args[:2] == ["-m", "molmo_agent.integrations.verl.sft_data"]
+    assert {"env.max_steps=17", "env.history_length=3", "data.max_prompt_length=900",
+            "data.max_response_length=100"} <= set(args)

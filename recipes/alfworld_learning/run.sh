@@ -35,8 +35,8 @@
 #                   the seed, its split and its index: 200 training games are the first 200 of 1000)
 #   SFT_SOURCE [expert] the demonstrations (sft_data --source): `expert` (alfworld's hand-coded expert, which
 #                   searches receptacles as a player must, on the games it wins within MAX_STEPS: cloned on 162
-#                   of 200 games, with prompts that did not yet list the earlier actions, it won 8 % / 12 % of
-#                   valid_seen / valid_unseen), `walkthrough` (the planner's, which goes straight to hidden
+#                   of 200 games won within 50 steps, with prompts that did not yet list the earlier actions, it
+#                   won 8 % / 12 % of valid_seen / valid_unseen), `walkthrough` (the planner's, which goes straight to hidden
 #                   objects: 2 % / 4 %) or `mixed` (the expert's where it wins, the walkthrough elsewhere; not
 #                   measured) - tests/gpu/results/learn_sft*_h200x2_2026-11-30.json
 #   SFT_EPOCHS [6] SFT_LR [5e-4]: the most epochs (the best by validation loss is kept), the SFT learning rate
@@ -109,7 +109,8 @@ stage_sft_data() {
   [ -f "$SFT_DIR/valid_unseen.parquet" ] && return 0
   "$PYTHON" -m molmo_agent.integrations.verl.sft_data --games "$GAMES" --model "$(base_model)" --out "$SFT_DIR" \
     --source "$SFT_SOURCE" \
-    env.history_length="$HISTORY" data.max_prompt_length="$MAX_PROMPT" data.max_response_length="$MAX_RESPONSE"
+    env.max_steps="$MAX_STEPS" env.history_length="$HISTORY" data.max_prompt_length="$MAX_PROMPT" \
+    data.max_response_length="$MAX_RESPONSE"
 }
 
 stage_sft() {  # skipped when SFT_MODEL names a checkpoint of its own (e.g. allenai/Molmo2-4B without SFT)
