@@ -36,9 +36,9 @@
 #   SFT_SOURCE [expert] the demonstrations (sft_data --source): `expert` (alfworld's hand-coded expert, which
 #                   searches receptacles as a player must, on the games it wins within MAX_STEPS: cloned on 162
 #                   of 200 games won within 50 steps, with prompts that did not yet list the earlier actions, it
-#                   won 8 % / 12 % of valid_seen / valid_unseen), `walkthrough` (the planner's, which goes straight to hidden
-#                   objects: 2 % / 4 %) or `mixed` (the expert's where it wins, the walkthrough elsewhere; not
-#                   measured) - tests/gpu/results/learn_sft*_h200x2_2026-11-30.json
+#                   won 8 % / 12 % of valid_seen / valid_unseen), `walkthrough` (the planner's, which goes
+#                   straight to hidden objects: 2 % / 4 %) or `mixed` (the expert's where it wins, the walkthrough
+#                   elsewhere; not measured) - tests/gpu/results/learn_sft*_h200x2_2026-11-30.json
 #   SFT_EPOCHS [6] SFT_LR [5e-4]: the most epochs (the best by validation loss is kept), the SFT learning rate
 #                   (on 200 games, validation loss fell until about 500 steps of 64 rows: 6 epochs of 1000 games'
 #                   rows are about twice that)

@@ -15,7 +15,7 @@
 #   sft    tests/gpu/sft.sh: the learning recipe's stages in small (tiny model, ~20 SFT steps, evaluation, 2 GiGPO
 #          iterations from the SFT checkpoint); run it before any real run of recipes/alfworld_learning
 #   learn-sft  the learning recipe's first stages at full size (recipes/alfworld_learning/run.sh model games
-#          sft-data sft sft-eval: the small preset, 200/50/50 games, SFT, the SFT checkpoint's success on both
+#          sft-data sft sft-eval: the small preset, 1000/50/50 games, SFT, the SFT checkpoint's success on both
 #          splits), then the SFT checkpoint in 16 MiB bf16 parts (molmo_agent.models.checkpoint_parts) for the
 #          next machine; work in LEARN_WORK ($HOME/alfworld_learning[-LANE]), logs and JSON to $OUT      ~15 min
 #          Games and SFT rows made on another machine skip their stages: carried into LEARN_DATA ($HOME/acc-data)
