@@ -71,7 +71,9 @@ bench_inputs() {  # the 4b-shape checkpoint and the 8 training games both 4B ben
 carried_data() {  # carried_data WORK: games (and SFT rows) made on another machine, from LEARN_DATA, as WORK/data's
   local data=${LEARN_DATA:-$HOME/acc-data}
   mkdir -p "$1/data" || return 1
-  if [ -f "$data/games.tar.xz" ] && [ ! -d "$1/data/games" ]; then tar -xJf "$data/games.tar.xz" -C "$1/data" || return 1; fi
+  if [ -f "$data/games.tar.xz" ] && [ ! -d "$1/data/games" ]; then
+    tar -xJf "$data/games.tar.xz" -C "$1/data" || return 1
+  fi
   if [ -d "$data/sft" ] && [ ! -d "$1/data/sft" ]; then cp -r "$data/sft" "$1/data/sft" || return 1; fi
 }
 learn_sft() {  # the recipe's stages up to the SFT checkpoint's evaluation, then its parts
