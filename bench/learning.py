@@ -11,8 +11,8 @@ dropped episode (its environment failed) leaves no step sample, so its actions c
 episodes are not counted. `episodes` counts every session started, B x G per iteration.
 
 The comparison is read at the last validation of each run at or below the largest environment-step count every
-run reached (a run reaches the steps of its last logged iteration, validated or not; never a curve's best point): GiGPO minus GRPO valid_unseen success, the mean over seeds of the
-difference paired by seed, with a 95 % bootstrap interval. Given each run's validation episodes
+run reached (a run reaches the steps of its last logged iteration, validated or not; never a curve's best
+point): GiGPO minus GRPO valid_unseen success, the mean over seeds of the difference paired by seed, with a 95 % bootstrap interval. Given each run's validation episodes
 (`--episodes ESTIMATOR:SEED:FILE`, from `molmo_agent.integrations.verl.validation_dump`, several files of a run's
 sessions merged) and the game tree (`--games`), the interval is a paired bootstrap over games and seeds: an
 episode's opening prompt names its game (the game's task and first room description, read by resetting each

@@ -229,4 +229,3 @@ def test_an_unreadable_trial_file_is_named(tmp_path):
     traj.write_text("{not json")
     with pytest.raises(ValueError, match=re.escape(str(traj))):
         AlfworldSession().reset(options={"game": broken})
-

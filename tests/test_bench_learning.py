@@ -128,18 +128,14 @@ def test_comparison_reads_the_last_point_every_run_reached_never_the_best(tmp_pa
     assert "warning: gigpo_seed0 compared at iteration 0" in capsys.readouterr().err
 
 
-def test_steps_trained_after_the_last_validation_count_as_reached(tmp_path):
+def test_steps_trained_after_the_last_validation_count_as_reached():
     # Both runs stop after iteration 3 (validations at 0 and 2). GiGPO played 20 steps an iteration (40 at its
     # iteration-2 validation, 60 in all), GRPO 24 (48, 72): every run reached 60 steps, so both compare at
     # iteration 2, GRPO's 48 steps included, not GRPO untrained at iteration 0 against GiGPO's 40.
-    logs = []
-    for estimator, length in (("gigpo", 5), ("grpo", 6)):
-        path = tmp_path / f"{estimator}.log"
-        path.write_text("\n".join(run_log(length, [0, 0, 0, 0], [0.2, 0.4, 0.6]).splitlines()[:5]) + "\n")
-        logs.append(f"{estimator}:0:{path}")
-    runs = [{"estimator": e, "seed": 0, "env_steps_reached": learning.env_steps_reached(pathlib.Path(p).read_text()),
-             "curve": learning.learning_curve(pathlib.Path(p).read_text(), B * G)}
-            for e, _, p in (log.split(":", 2) for log in logs)]
+    texts = {estimator: "\n".join(run_log(length, [0, 0, 0, 0], [0.2, 0.4, 0.6]).splitlines()[:5]) + "\n"
+             for estimator, length in (("gigpo", 5), ("grpo", 6))}
+    runs = [{"estimator": e, "seed": 0, "env_steps_reached": learning.env_steps_reached(text),
+             "curve": learning.learning_curve(text, B * G)} for e, text in texts.items()]
     assert [run["env_steps_reached"] for run in runs] == [60, 72]
     comparison = learning.comparison(runs)
     assert comparison["env_steps"] == 60

@@ -52,9 +52,8 @@ def demonstration_steps(env_name: str, env: AgentEnv, max_steps: int, options: d
                         actions: Sequence[str], seed: int | None = None,
                         source: str = "the demonstration") -> Iterator[DemonstrationStep]:
     """Play `actions` in `env` (`make_env(env_name, max_steps, ...)`, reset with `options` and `seed`), yielding
-    each step. The caller keeps `env` for its next demonstration: an ALFWorld engine maps its own 33 MB copy of
-    Fast Downward's library until the process ends, so an environment a demonstration fills the disk after about
-    a thousand games.
+    each step. The caller keeps `env` for its next demonstration (an ALFWorld engine is never freed: see
+    `envs.alfworld.expert._expert_env`).
 
     A ValueError names `source` when an action's answer does not read back as that action, when the episode ends
     before the actions do (`max_steps`, the training config's `env.max_steps`, cuts it short), or when the
