@@ -34,14 +34,14 @@
 #   GAMES_TRAIN [1000] GAMES_VALID_SEEN [50] GAMES_VALID_UNSEEN [50] GAMES_SEED [0]  (a game depends only on
 #                   the seed, its split and its index: 200 training games are the first 200 of 1000)
 #   SFT_SOURCE [expert] the demonstrations (sft_data --source): `expert` (alfworld's hand-coded expert, which
-#                   searches receptacles as a player must, on the games it wins within MAX_STEPS: cloned on 162
-#                   of 200 games won within 50 steps, with prompts that did not yet list the earlier actions, it
-#                   won 8 % / 12 % of valid_seen / valid_unseen), `walkthrough` (the planner's, which goes
-#                   straight to hidden objects: 2 % / 4 %) or `mixed` (the expert's where it wins, the walkthrough
-#                   elsewhere; not measured) - tests/gpu/results/learn_sft*_h200x2_2026-11-30.json
+#                   searches receptacles as a player must, on the games it wins within MAX_STEPS: cloned on the
+#                   715 of 1000 games it wins within 30 steps, it won 24 % / 14 % of valid_seen / valid_unseen,
+#                   tests/gpu/results/learn_sft_v2_h200_2026-12-01.json), `walkthrough` (the planner's, which goes
+#                   straight to hidden objects: 2 % / 4 % on 200 games with the older prompts,
+#                   learn_sft_h200x2_2026-11-30.json) or `mixed` (the expert's where it wins, the walkthrough
+#                   elsewhere; not measured)
 #   SFT_EPOCHS [6] SFT_LR [5e-4]: the most epochs (the best by validation loss is kept), the SFT learning rate
-#                   (on 200 games, validation loss fell until about 500 steps of 64 rows: 6 epochs of 1000 games'
-#                   rows are about twice that)
+#                   (on 1000 games' rows the validation loss still fell at the sixth epoch, 840 steps of 64 rows)
 #   SEEDS ["0 1"] ITERATIONS [60] TEST_FREQ [10]
 #   LR [5e-5]       the RL learning rate of both estimators, fixed before the comparison (1e-5 moved the SFT policy
 #                   by a PPO KL of 0.0004 an iteration: recipes/alfworld_learning/README.md)
