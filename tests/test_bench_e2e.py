@@ -76,9 +76,9 @@ def test_the_committed_result_file_takes_rows():
 
 
 def test_the_bench_switches_are_the_plugins():
-    from molmo_agent.integrations.verl import logprobs, reference
+    from molmo_agent.integrations.verl import entropy, logprobs, reference
 
-    assert e2e.SWITCHES == (logprobs.SWITCH, reference.SWITCH)
+    assert e2e.SWITCHES == (logprobs.SWITCH, entropy.SWITCH, reference.SWITCH)
 
 
 def test_sokoban_rows_count_one_pictures_image_tokens_per_step(molmo2_dir):
