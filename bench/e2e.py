@@ -27,7 +27,7 @@ holds a list of rows, one per run, each under its --label with the command, the 
 (SWITCHES: "0" turns a change off, unset is on) and its overrides; a run appends its row.
 verl's own behaviour, for a baseline row measured with the same code:
 
-    MOLMO_AGENT_FAST_LOGPROBS=0 MOLMO_AGENT_FAST_ENTROPY=0 MOLMO_AGENT_REF_ON_GPU=0 \
+    MOLMO_AGENT_FAST_LOGPROBS=0 MOLMO_AGENT_FAST_ENTROPY=0 MOLMO_AGENT_REF_ON_GPU=0 MOLMO_AGENT_RESPONSE_LOGITS=0 \
         python bench/e2e.py --label baseline actor_rollout_ref.ref.fsdp_config.model_dtype=fp32
 """
 import argparse
@@ -48,9 +48,10 @@ from molmo_agent.integrations.verl.eval_report import logged_steps  # noqa: E402
 STAGES = {"rollout": "timing_s/gen", "log_probs": "timing_s/old_log_prob", "ref_log_probs": "timing_s/ref",
           "advantage": "timing_s/adv", "update": "timing_s/update_actor", "weight_sync": "timing_s/update_weights"}
 ITERATION, MFU = "timing_s/step", "perf/mfu/actor"
-# our speed changes' switches (integrations/verl/logprobs.py, entropy.py and reference.py), passed to Ray's workers
-# by the config
-SWITCHES = ("MOLMO_AGENT_FAST_LOGPROBS", "MOLMO_AGENT_FAST_ENTROPY", "MOLMO_AGENT_REF_ON_GPU")
+# our speed changes' switches (integrations/verl/logprobs.py, entropy.py, reference.py and response_logits.py),
+# passed to Ray's workers by the config
+SWITCHES = ("MOLMO_AGENT_FAST_LOGPROBS", "MOLMO_AGENT_FAST_ENTROPY", "MOLMO_AGENT_REF_ON_GPU",
+            "MOLMO_AGENT_RESPONSE_LOGITS")
 KEPT = re.compile(r"^(timing_s/|timing_per_token_ms/|perf/|actor/perf/|agent/|env/|gigpo/|response_length/|"
                   r"prompt_length/|training/rollout_|rollout/)")
 

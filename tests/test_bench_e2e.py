@@ -76,9 +76,9 @@ def test_the_committed_result_file_takes_rows():
 
 
 def test_the_bench_switches_are_the_plugins():
-    from molmo_agent.integrations.verl import entropy, logprobs, reference
+    from molmo_agent.integrations.verl import entropy, logprobs, reference, response_logits
 
-    assert e2e.SWITCHES == (logprobs.SWITCH, entropy.SWITCH, reference.SWITCH)
+    assert e2e.SWITCHES == (logprobs.SWITCH, entropy.SWITCH, reference.SWITCH, response_logits.SWITCH)
 
 
 def test_sokoban_rows_count_one_pictures_image_tokens_per_step(molmo2_dir):
@@ -106,3 +106,14 @@ def test_rollout_against_the_engine_bound_of_its_longest_session():
     assert bound["rollout_over_bound"] == pytest.approx(22 / 11.5)
     assert e2e.rollout_engine_bound(steady, None, 32) is None  # no engine measurement to compare with
     assert e2e.rollout_engine_bound([{"timing_s/gen": 20.0}], decode, 32) is None  # a log without the metric
+
+
+def test_the_config_passes_every_switch_to_rays_workers(monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    for name in e2e.SWITCHES:
+        monkeypatch.setenv(name, "0")
+    with initialize_config_dir(config_dir=str(ROOT / "molmo_agent" / "config"), version_base=None):
+        config = compose("alfworld_gigpo", overrides=["actor_rollout_ref.model.path=/model"])
+    env_vars = config.ray_kwargs.ray_init.runtime_env.env_vars
+    assert {name: env_vars[name] for name in e2e.SWITCHES} == {name: "0" for name in e2e.SWITCHES}

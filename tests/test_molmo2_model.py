@@ -183,3 +183,15 @@ def test_resize_token_embeddings_keeps_old_rows_and_starts_new_rows_at_the_mean(
     torch.testing.assert_close(new[len(old) :], old.mean(0).expand(3, -1))
     assert model.config.text_config.additional_vocab_size == 16 + 3
     assert model(input_ids=torch.tensor([[len(new) - 1]]), use_cache=False).logits.shape[-1] == 1000
+
+
+def test_logits_positions_compute_the_head_at_those_positions_only(model):
+    input_ids = torch.tensor([[5, 17, 300, 42, 8], [9, 10, 11, 0, 0]])
+    attention_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    positions = torch.tensor([[0, 0, 1, 1, 0], [0, 1, 0, 0, 0]], dtype=torch.bool)
+    full = logits(model, input_ids=input_ids, attention_mask=attention_mask)
+    some = logits(model, input_ids=input_ids, attention_mask=attention_mask, logits_positions=positions)
+    assert some.shape == (3, full.shape[-1])
+    torch.testing.assert_close(some, full[positions])  # row-major: (0, 2), (0, 3), (1, 1)
+    with pytest.raises(ValueError, match="logits_positions and labels exclude each other"):
+        model(input_ids=input_ids, labels=input_ids, logits_positions=positions)

@@ -16,6 +16,7 @@ from verl.workers.config import FSDPEngineConfig
 from verl.workers.engine import EngineRegistry
 from verl.workers.engine.fsdp import transformer_impl
 
+from molmo_agent.integrations.verl import engine as engine_module
 from molmo_agent.integrations.verl import reference
 from molmo_agent.integrations.verl.reference import FSDPEngineWithGpuReference
 
@@ -63,8 +64,9 @@ def fsdp_wrappers(monkeypatch) -> dict:
 def test_verl_chooses_our_engine_on_nvidia_gpus(backend, monkeypatch):
     monkeypatch.setenv("VERL_ENGINE_DEVICE", "cuda")
     monkeypatch.setenv("VERL_ENGINE_VENDOR", "nvidia")
-    assert EngineRegistry.get_engine_cls("language_model", backend) is FSDPEngineWithGpuReference
-    reference.register_engine()  # a second registration is a no-op, not verl's duplicate-key assertion
+    chosen = EngineRegistry.get_engine_cls("language_model", backend)
+    assert chosen is engine_module.MolmoAgentFSDPEngine and issubclass(chosen, FSDPEngineWithGpuReference)
+    engine_module.register_engine()  # a second registration is a no-op, not verl's duplicate-key assertion
 
 
 @pytest.mark.parametrize("strategy, forced", [("fsdp", CPUOffload), ("fsdp2", CPUOffloadPolicy)])

@@ -8,24 +8,17 @@ the reference stays on the GPU unless `actor_rollout_ref.ref.fsdp_config.param_o
 calls) or `offload_policy` (FSDP2) asks otherwise. `_build_fsdp_module` and `to` read `forward_only` only to
 force that offload, so ours runs verl's own methods with the flag lowered for their duration.
 
-It is registered in verl's engine registry for NVIDIA GPUs (the vendor-specific key, looked up before the
-device-wide one), so every FSDP language-model engine is ours; for models that train it changes nothing.
+For models that train it changes nothing. engine.py registers it with verl.
 """
 import contextlib
-import functools
-import logging
 import os
 from collections.abc import Iterator
 
 import torch
-from verl.workers.engine import EngineRegistry, FSDPEngineWithLMHead
-
-logger = logging.getLogger(__name__)
+from verl.workers.engine import FSDPEngineWithLMHead
 
 # `MOLMO_AGENT_REF_ON_GPU=0` restores verl's forced offload (a baseline measurement with the same code).
 SWITCH = "MOLMO_AGENT_REF_ON_GPU"
-BACKENDS = ("fsdp", "fsdp2")
-DEVICE, VENDOR = "cuda", "nvidia"
 
 
 def reference_on_gpu() -> bool:
@@ -60,13 +53,3 @@ class FSDPEngineWithGpuReference(FSDPEngineWithLMHead):
             return super().to(device, model=model, optimizer=optimizer, grad=grad)
         with offload_not_forced(self.engine_config):
             return super().to(device, model=model, optimizer=optimizer, grad=grad)
-
-
-@functools.cache
-def register_engine() -> None:
-    """Register our engine for verl's FSDP language models on NVIDIA GPUs (once per process)."""
-    EngineRegistry.register(model_type="language_model", backend=list(BACKENDS), device=DEVICE,
-                            vendor=VENDOR)(FSDPEngineWithGpuReference)
-    logger.info("verl's FSDP language-model engine on %s GPUs: molmo_agent's FSDPEngineWithGpuReference "
-                "(reference model offloaded only when its config asks; %s=0 restores verl's forced offload)",
-                VENDOR, SWITCH)

@@ -636,13 +636,18 @@ class Molmo2ForConditionalGeneration(Molmo2PreTrainedModel, GenerationMixin):
         image_grids: torch.Tensor | None = None,
         image_num_crops: torch.Tensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        logits_positions: torch.Tensor | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """input_ids [B, L]; image inputs as the processor returns them (see `Molmo2Model.image_features`).
 
         Returns logits [B, L, vocab_size] (or the last `logits_to_keep` positions) and, given labels, the
-        next-token cross-entropy.
+        next-token cross-entropy. `logits_positions`, a bool [B, L] mask, computes the LM head at those positions
+        only: logits [N, vocab_size], N = its count, in row-major order (a trainer that scores only responses
+        skips the head's cost on every prompt token).
         """
+        if logits_positions is not None and labels is not None:
+            raise ValueError("logits_positions and labels exclude each other: the loss needs every position's logits")
         outputs = self.model(
             input_ids,
             attention_mask=attention_mask,
@@ -655,8 +660,12 @@ class Molmo2ForConditionalGeneration(Molmo2PreTrainedModel, GenerationMixin):
             image_num_crops=image_num_crops,
             **kwargs,
         )
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(outputs.last_hidden_state[:, keep])
+        hidden = outputs.last_hidden_state
+        if logits_positions is not None:
+            logits = self.lm_head(hidden[logits_positions])  # [B, L, d] -> [N, d] -> [N, vocab]
+        else:
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden[:, keep])
         loss = None
         if labels is not None:
             loss = self.loss_function(logits, labels, self.config.text_config.vocab_size, **kwargs)

@@ -1,0 +1,176 @@
+"""One micro-batch of the actor's update at the learning recipe's shapes, stage by stage: where its time goes.
+
+Without remove-padding, verl's FSDP engine runs each micro-batch as: the model's forward over the right-padded
+(batch, sequence) ids, the entropy and the log-probabilities of every position from the (batch, sequence, vocab)
+logits, the loss, the backward. This bench runs that math on one device without verl's workers, on real rows:
+prompt and response ids of the recipe's SFT parquet (data/sft/<split>.parquet), fp32 parameters under bf16
+autocast with gradient checkpointing (FSDP's mixed precision on a GPU; fp32 on the CPU). Three variants:
+
+- `verl`: verl's entropy (`verl.utils.torch_functional.entropy_from_logits`), our chunked log-probs (verl's
+  per-row loop is bench/logprobs.py's subject);
+- `chunked`: our chunked entropy as well (the plugin's default);
+- `response_only`: both of ours, the LM head and everything after it at the response positions alone (what the
+  plugin's engine does, integrations/verl/response_logits.py; the loss only reads those positions).
+
+Per variant: the median milliseconds of each stage over --steps micro-batches (after one warm-up), synchronized
+between stages, and the peak memory; the variants' response log-probs are checked equal. On a GPU, the profiler's
+top kernels of one `chunked` micro-batch. Written to bench/results/update_step_<machine>.json.
+
+    python bench/update_step.py --model CKPT --rows data/sft/train.parquet [--batch 16] [--steps 5]
+        [--device cuda --machine h200]
+"""
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ["MOLMO_AGENT_FAST_ENTROPY"] = "0"  # keep verl's entropy in place to time it; ours is imported directly
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from verl.utils import torch_functional  # noqa: E402
+
+from molmo_agent.integrations.verl.entropy import entropy_from_logits  # noqa: E402
+from molmo_agent.integrations.verl.logprobs import logprobs_from_logits  # noqa: E402
+from molmo_agent.models.molmo2 import Molmo2ForConditionalGeneration  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTROPY_COEFF = 0.001  # the config's actor.entropy_coeff
+STAGES = ("forward", "entropy", "log_probs", "backward")
+PAD_ID = 0  # masked out and never scored: its value does not matter
+VARIANTS = {"verl": (torch_functional.entropy_from_logits, False), "chunked": (entropy_from_logits, False),
+            "response_only": (entropy_from_logits, True)}
+
+
+def micro_batch(rows: pd.DataFrame, pad_id: int, device: str) -> dict[str, torch.Tensor]:
+    """Right-padded ids (B, L) of prompt + response, their attention mask, and the response mask (B, L) marking
+    the positions whose next token is a response token (where the loss reads log-probs)."""
+    sequences = [list(p) + list(r) for p, r in zip(rows.prompt_ids, rows.response_ids)]
+    length = max(map(len, sequences))
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(ids, dtype=torch.bool)
+    scored = torch.zeros_like(attention)
+    for row, (sequence, prompt) in enumerate(zip(sequences, rows.prompt_ids)):
+        ids[row, :len(sequence)] = torch.tensor(sequence)
+        attention[row, :len(sequence)] = True
+        scored[row, len(prompt) - 1:len(sequence) - 1] = True
+    return {"input_ids": ids.to(device), "attention_mask": attention.to(device), "scored": scored.to(device)}
+
+
+def step(model: Molmo2ForConditionalGeneration, batch: dict[str, torch.Tensor], entropy_fn: Callable,
+         response_only: bool, clock: Callable[[], None]) -> tuple[dict[str, float], torch.Tensor]:
+    """One micro-batch's forward, entropy, log-probs, loss and backward; seconds per stage and the response
+    positions' log-probs (flat, detached)."""
+    seconds, start = {}, time.perf_counter()
+
+    def mark(stage: str) -> None:
+        nonlocal start
+        clock()
+        now = time.perf_counter()
+        seconds[stage] = now - start
+        start = now
+
+    ids, attention, scored = batch["input_ids"], batch["attention_mask"], batch["scored"]
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+    labels = torch.roll(ids, shifts=-1, dims=1)  # the next token at each position
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if ids.device.type == "cuda"
+                else contextlib.nullcontext())
+    with autocast:
+        if response_only:
+            hidden = model.model(ids, attention_mask=attention, position_ids=position_ids).last_hidden_state
+            logits = model.lm_head(hidden[scored])  # (response tokens, vocab)
+            labels = labels[scored]
+        else:
+            logits = model(ids, attention_mask=attention, position_ids=position_ids).logits  # (B, L, vocab)
+    mark("forward")
+    entropy = entropy_fn(logits)
+    mark("entropy")
+    if response_only:
+        log_probs = logprobs_from_logits(logits, labels)
+        entropy_scored, log_probs_scored = entropy, log_probs
+    else:  # the engine's padded path: every real position, then the loss's mask
+        real = attention.reshape(-1)
+        log_probs = logprobs_from_logits(logits.reshape(-1, logits.shape[-1])[real], labels.reshape(-1)[real])
+        log_probs_scored = log_probs[scored.reshape(-1)[real]]
+        entropy_scored = entropy[scored]
+    mark("log_probs")
+    advantages = torch.linspace(-1, 1, log_probs_scored.numel(), device=ids.device)
+    loss = -(advantages * log_probs_scored).mean() - ENTROPY_COEFF * entropy_scored.float().mean()
+    loss.backward()
+    mark("backward")
+    model.zero_grad(set_to_none=True)
+    return seconds, log_probs_scored.detach()
+
+
+def top_kernels(model: Molmo2ForConditionalGeneration, batch: dict[str, torch.Tensor], count: int = 15) -> list[dict]:
+    """The profiler's `count` costliest operators by self device time over one `chunked` micro-batch."""
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profile:
+        step(model, batch, entropy_from_logits, False, torch.cuda.synchronize)
+    events = sorted(profile.key_averages(), key=lambda e: e.self_device_time_total, reverse=True)[:count]
+    return [{"name": e.key, "calls": e.count, "self_device_ms": e.self_device_time_total / 1e3,
+             "self_cpu_ms": e.self_cpu_time_total / 1e3} for e in events]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a Molmo2 checkpoint folder (the recipe's sft_model)")
+    parser.add_argument("--rows", required=True, help="an SFT parquet with prompt_ids and response_ids")
+    parser.add_argument("--batch", type=int, default=16, help="rows a micro-batch (the recipe's MICRO_BATCH)")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--machine", default="cpu2", help="name for bench/results/update_step_<machine>.json")
+    parser.add_argument("--out", help="the result file (default: bench/results/update_step_<machine>.json)")
+    args = parser.parse_args()
+    on_gpu = args.device.startswith("cuda")
+    clock = torch.cuda.synchronize if on_gpu else (lambda: None)
+
+    rows = pd.read_parquet(args.rows, columns=["prompt_ids", "response_ids"])
+    if len(rows) < args.batch:
+        sys.exit(f"{args.rows} has {len(rows)} rows, fewer than --batch {args.batch}")
+    model = Molmo2ForConditionalGeneration.from_pretrained(args.model, torch_dtype=torch.float32).to(args.device)
+    model.gradient_checkpointing_enable()
+    model.train()
+    draws = [rows.sample(args.batch, random_state=seed) for seed in range(args.steps + 1)]
+    batches = [micro_batch(draw, PAD_ID, args.device) for draw in draws]
+
+    result = {"bench": "update_step", "command": "python bench/update_step.py " + " ".join(sys.argv[1:]),
+              "parameters": {**vars(args), "entropy_coeff": ENTROPY_COEFF,
+                             "autocast": "bf16" if on_gpu else "none (fp32)", "gradient_checkpointing": True},
+              "tokens": {"per_micro_batch_padded": [int(b["input_ids"].numel()) for b in batches[1:]],
+                         "per_micro_batch_real": [int(b["attention_mask"].sum()) for b in batches[1:]],
+                         "per_micro_batch_scored": [int(b["scored"].sum()) for b in batches[1:]]},
+              "variants": {}}
+    log_probs = {}
+    for name, (entropy_fn, response_only) in VARIANTS.items():
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats()
+        times = [step(model, batch, entropy_fn, response_only, clock) for batch in batches][1:]  # 1st: warm-up
+        log_probs[name] = torch.cat([t[1] for t in times]).float()
+        medians = {stage: 1e3 * statistics.median(t[0][stage] for t in times) for stage in STAGES}
+        result["variants"][name] = {"median_ms": {**medians, "total": sum(medians.values())},
+                                    "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None}
+        stages = result["variants"][name]["median_ms"]
+        print(f"{name:>14}: " + "  ".join(f"{k} {v:8.1f} ms" for k, v in stages.items()), flush=True)
+    tolerance = 2e-2 if on_gpu else 1e-4  # bf16 logits from differently shaped matmuls
+    result["log_probs_equal"] = all(torch.allclose(log_probs[name], log_probs["chunked"], atol=tolerance)
+                                    for name in VARIANTS)
+    if on_gpu:
+        result["top_kernels_chunked"] = top_kernels(model, batches[1])
+    result.update(torch=torch.__version__, python=platform.python_version(),
+                  device=torch.cuda.get_device_name() if on_gpu else platform.machine())
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"update_step_{args.machine}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"log-probs equal across variants: {result['log_probs_equal']}; written {out}")
+    if not result["log_probs_equal"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""The FSDP language-model engine the plugin gives verl: verl's, with a reference model that stays on the GPU
+(reference.py) and the LM head and what follows it at the response positions only (response_logits.py).
+
+It is registered in verl's engine registry for NVIDIA GPUs (the vendor-specific key, looked up before the
+device-wide one), so every FSDP language-model engine on them is ours.
+"""
+import functools
+import logging
+
+from verl.workers.engine import EngineRegistry
+
+from molmo_agent.integrations.verl import reference, response_logits
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("fsdp", "fsdp2")
+DEVICE, VENDOR = "cuda", "nvidia"
+
+
+class MolmoAgentFSDPEngine(response_logits.ResponseLogits, reference.FSDPEngineWithGpuReference):
+    """verl's FSDPEngineWithLMHead with both changes; each keeps its own switch (`reference.SWITCH`,
+    `response_logits.SWITCH`)."""
+
+
+@functools.cache
+def register_engine() -> None:
+    """Register our engine for verl's FSDP language models on NVIDIA GPUs (once per process)."""
+    EngineRegistry.register(model_type="language_model", backend=list(BACKENDS), device=DEVICE,
+                            vendor=VENDOR)(MolmoAgentFSDPEngine)
+    logger.info("verl's FSDP language-model engine on %s GPUs: molmo_agent's MolmoAgentFSDPEngine (reference "
+                "offloaded only when its config asks, %s=0 restores verl's forced offload; response positions "
+                "scored alone, %s=0 scores every position)", VENDOR, reference.SWITCH, response_logits.SWITCH)

@@ -1,0 +1,124 @@
+"""The LM head, the log-probs and the entropy at the response positions only, in verl's padded FSDP path.
+
+Without remove-padding, verl's FSDP engine computes the logits of every position of a micro-batch, padding
+included, then the log-probability and entropy of every real one; the actor's loss and the old and reference
+log-probs then read the response positions alone (verl's `no_padding_2_padding`). An ALFWorld step sample is a
+prompt of ~470 tokens and an answer of ~37, so on Molmo2's 151,936-entry vocabulary most of the head's matmul
+and nearly all the vocabulary-sized work serve positions nobody reads. When a micro-batch carries its prompts and
+responses and the model takes `logits_positions` (our Molmo2), this engine asks it for the response positions'
+logits only, [N, vocab], and returns log-probs and entropies in verl's layout: nested (sequence,) tensors, zero
+at the positions it skipped. Everything else (remove-padding, fused kernels, distillation, sum of squared
+probabilities, another model, SFT batches, which carry neither prompts nor a response mask) takes verl's path
+unchanged.
+
+A sample's sequence is its prompt then its response; the log-prob of token t + 1 sits at position t, so the
+response's scores are positions [prompt_len - 1, prompt_len + response_len - 1).
+"""
+import functools
+import inspect
+import os
+
+import torch
+from tensordict import TensorDict
+from verl.utils import tensordict_utils as tu
+from verl.utils import torch_functional as verl_F
+from verl.utils.dataset.dataset_utils import DatasetPadMode
+from verl.workers.engine.fsdp import transformer_impl
+from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
+
+# `MOLMO_AGENT_RESPONSE_LOGITS=0` keeps verl's every-position path (a baseline measurement with the same code).
+SWITCH = "MOLMO_AGENT_RESPONSE_LOGITS"
+POSITIONS = "molmo_agent_response_positions"  # our entry in the engine's output_args
+# the micro-batch flags under which verl's own path must run (each read with its default off)
+VERL_ONLY = ("use_fused_kernels", "distillation_use_topk", "distillation_only", "calculate_sum_pi_squared")
+
+
+def response_positions(prompt_lens: torch.Tensor, response_lens: torch.Tensor, width: int) -> torch.Tensor:
+    """Bool [B, width]: the positions whose next token is a response token, in right-padded sequences.
+
+    prompt_lens, response_lens: [B] token counts (prompt_lens > 0)."""
+    columns = torch.arange(width, device=prompt_lens.device)
+    start = (prompt_lens - 1).unsqueeze(1)  # [B, 1]
+    return (columns >= start) & (columns < start + response_lens.unsqueeze(1))
+
+
+def prompt_and_response_lengths(micro_batch: TensorDict) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """[B] token counts of each sample's prompt and response, read as verl's readers of the engine's output read
+    them, or None where the micro-batch carries neither: nested prompts and responses, or the left-padded
+    prompts' and right-padded responses' columns of the attention mask (`no_padding_2_padding`, the loss's), or
+    a nested response mask and the sequences' lengths (`response_from_nested`, the log-prob passes')."""
+    keys = micro_batch.keys()
+    if "prompts" in keys and "responses" in keys:
+        prompts, responses = micro_batch["prompts"], micro_batch["responses"]
+        if prompts.is_nested:
+            return prompts.offsets().diff(), responses.offsets().diff()
+        if "attention_mask" in keys:
+            attention_mask = micro_batch["attention_mask"]  # [B, prompt width + response width]
+            return attention_mask[:, :prompts.shape[1]].sum(1), attention_mask[:, prompts.shape[1]:].sum(1)
+    if "response_mask" in keys and micro_batch["response_mask"].is_nested:
+        response_lens = micro_batch["response_mask"].offsets().diff()
+        return micro_batch["input_ids"].offsets().diff() - response_lens, response_lens
+    return None
+
+
+def spread(values: torch.Tensor, flat: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """Per-position `values` [N] placed at their packed indices `flat` [N] of the micro-batch's sequences, zero
+    elsewhere, as verl's nested [B, (sequence)] tensor; differentiable in `values`."""
+    packed = values.new_zeros(int(cu_seqlens[-1])).index_put((flat,), values)
+    return torch.nested.nested_tensor_from_jagged(packed, cu_seqlens)
+
+
+class ResponseLogits(FSDPEngineWithLMHead):
+    """verl's FSDP language-model engine that scores response positions only where it can (module docstring)."""
+
+    @functools.cached_property
+    def _model_takes_positions(self) -> bool:
+        model = getattr(self.module, "module", self.module)  # FSDP1 wraps the model; FSDP2 is the model
+        return "logits_positions" in inspect.signature(model.forward).parameters
+
+    def _scores_responses_only(self, micro_batch: TensorDict) -> bool:
+        if os.environ.get(SWITCH, "1") == "0":
+            return False
+        if tu.get_non_tensor_data(data=micro_batch, key="use_remove_padding", default=True):
+            return False
+        pad_mode = tu.get_non_tensor_data(data=micro_batch, key="pad_mode", default=DatasetPadMode.NO_PADDING)
+        if pad_mode != DatasetPadMode.NO_PADDING or any(
+                tu.get_non_tensor_data(data=micro_batch, key=flag, default=False) for flag in VERL_ONLY):
+            return False
+        return self._model_takes_positions
+
+    def prepare_model_inputs(self, micro_batch: TensorDict):
+        model_inputs, output_args = super().prepare_model_inputs(micro_batch)
+        lengths = prompt_and_response_lengths(micro_batch) if self._scores_responses_only(micro_batch) else None
+        if lengths is not None:
+            prompt_lens, response_lens = lengths
+            if not torch.equal(prompt_lens + response_lens, micro_batch["input_ids"].offsets().diff()):
+                raise ValueError("the micro-batch's prompts and responses do not add up to its input_ids: prompt "
+                                 f"lengths {prompt_lens.tolist()}, response lengths {response_lens.tolist()}, "
+                                 f"sequence lengths {micro_batch['input_ids'].offsets().diff().tolist()}")
+            mask = response_positions(prompt_lens, response_lens, model_inputs["input_ids"].shape[1])
+            rows, columns = mask.nonzero(as_tuple=True)  # row-major: the order of the model's [N, vocab] logits
+            model_inputs["logits_positions"] = mask
+            output_args[POSITIONS] = (rows, micro_batch["input_ids"].offsets()[rows] + columns)
+        return model_inputs, output_args
+
+    def prepare_model_outputs(self, output, output_args, micro_batch: TensorDict, logits_processor_func):
+        if POSITIONS not in output_args:
+            return super().prepare_model_outputs(output, output_args, micro_batch, logits_processor_func)
+        rows, flat = output_args[POSITIONS]
+        logits = output.logits  # [N, vocab]
+        if not output_args.get("temperature_is_one", False):
+            temperature = output_args["temperature"][rows].clamp(min=1e-8).unsqueeze(-1)  # [N, 1]
+            logits = logits / temperature.to(logits.dtype)
+        cu_seqlens = micro_batch["input_ids"].offsets()
+        labels = output_args["input_ids_rmpad_rolled"][flat]  # the next token of each scored position
+        # verl's own dispatchers: flash-attn's kernel where installed, else the plugin's chunked log-softmax
+        model_output = {"log_probs": spread(transformer_impl.logprobs_from_logits(logits=logits, labels=labels),
+                                            flat, cu_seqlens)}
+        if tu.get_non_tensor_data(data=micro_batch, key="calculate_entropy", default=False):
+            if self.engine_config.entropy_checkpointing:
+                entropy = torch.utils.checkpoint.checkpoint(verl_F.entropy_from_logits, logits, use_reentrant=False)
+            else:
+                entropy = verl_F.entropy_from_logits(logits)
+            model_output["entropy"] = spread(entropy, flat, cu_seqlens)
+        return model_output
