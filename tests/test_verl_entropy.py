@@ -1,6 +1,5 @@
 """Our chunked entropy equals an fp32 entropy of the softmax (values and gradients), also under torch.compile,
 and after `import verl` it is what verl's engine computes its entropy with."""
-import logging
 import os
 import subprocess
 import sys
@@ -74,23 +73,6 @@ def test_under_torch_compile_it_is_the_same_function():
     entropy_from_logits(eager).sum().backward()
     torch.testing.assert_close(got, entropy_from_logits(logits), atol=1e-6, rtol=0)
     torch.testing.assert_close(compiled.grad, eager.grad, atol=1e-5, rtol=1e-6)
-
-
-def test_patch_is_switchable_idempotent_and_logged_once(monkeypatch, caplog):
-    from verl.utils import torch_functional
-
-    def verls(logits):
-        raise AssertionError("not ours")
-
-    monkeypatch.setattr(torch_functional, "entropy_from_logits", verls)
-    monkeypatch.setenv(entropy.SWITCH, "0")
-    assert not entropy.patch_verl()
-    assert torch_functional.entropy_from_logits is verls
-    monkeypatch.delenv(entropy.SWITCH)
-    with caplog.at_level(logging.INFO, logger=entropy.__name__):
-        assert entropy.patch_verl() and entropy.patch_verl()
-    assert torch_functional.entropy_from_logits is entropy_from_logits
-    assert len([r for r in caplog.records if "chunked fp32 entropy" in r.getMessage()]) == 1
 
 
 # The engine's padded path calls `verl_F.entropy_from_logits` on (batch, sequence, vocab) logits.

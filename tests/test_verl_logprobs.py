@@ -1,5 +1,6 @@
 """Our chunked log-probabilities equal an fp32 log_softmax (values and gradients, labels beyond the LM head's
-vocabulary included), and after `import verl` they are what verl's engine computes its log-probs with."""
+vocabulary included), and after `import verl` they are what verl's engine computes its log-probs with; both
+replacements of verl's functions (log-probs, entropy) are switchable, idempotent and logged once."""
 import logging
 import os
 import subprocess
@@ -9,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from molmo_agent.integrations.verl import logprobs
+from molmo_agent.integrations.verl import entropy, logprobs
 from molmo_agent.integrations.verl.logprobs import logprobs_from_logits
 
 VOCAB = 50
@@ -76,21 +77,26 @@ def test_mismatched_labels_are_refused_by_name():
         logprobs_from_logits(torch.zeros(4, VOCAB), torch.zeros(5, dtype=torch.long))
 
 
-def test_patch_is_switchable_idempotent_and_logged_once(monkeypatch, caplog):
+@pytest.mark.parametrize("module, name, phrase", [
+    (logprobs, "logprobs_from_logits_v2", "chunked log-softmax"),
+    (entropy, "entropy_from_logits", "chunked fp32 entropy"),
+], ids=["log-probs", "entropy"])
+def test_each_patch_is_switchable_idempotent_and_logged_once(monkeypatch, caplog, module, name, phrase):
     from verl.utils import torch_functional
 
-    def verls_loop(logits, labels):
+    def verls(*_):
         raise AssertionError("not ours")
 
-    monkeypatch.setattr(torch_functional, "logprobs_from_logits_v2", verls_loop)
-    monkeypatch.setenv(logprobs.SWITCH, "0")
-    assert not logprobs.patch_verl()
-    assert torch_functional.logprobs_from_logits_v2 is verls_loop
-    monkeypatch.delenv(logprobs.SWITCH)
-    with caplog.at_level(logging.INFO, logger=logprobs.__name__):
-        assert logprobs.patch_verl() and logprobs.patch_verl()
-    assert torch_functional.logprobs_from_logits_v2 is logprobs_from_logits
-    assert len([r for r in caplog.records if "chunked log-softmax" in r.getMessage()]) == 1
+    monkeypatch.setattr(torch_functional, name, verls)
+    monkeypatch.setenv(module.SWITCH, "0")
+    assert not module.patch_verl()
+    assert getattr(torch_functional, name) is verls
+    monkeypatch.delenv(module.SWITCH)
+    with caplog.at_level(logging.INFO, logger=module.__name__):
+        assert module.patch_verl() and module.patch_verl()
+    installed = getattr(torch_functional, name)
+    assert installed is not verls and installed.__module__ == module.__name__
+    assert len([r for r in caplog.records if phrase in r.getMessage()]) == 1
 
 
 ENGINE_CHECK = """

@@ -12,15 +12,10 @@ when the plugin loads first, which `import verl` guarantees.
 
     H = lse - sum_k p_k x_k,  p = softmax(x)         dH/dx_k = -p_k (log p_k + H)
 """
-import logging
-import os
-
 import torch
 from torch.autograd.function import once_differentiable
 
-from molmo_agent.integrations.verl.logprobs import chunk_rows
-
-logger = logging.getLogger(__name__)
+from molmo_agent.integrations.verl.logprobs import chunk_rows, replace_verl_function
 
 # `MOLMO_AGENT_FAST_ENTROPY=0` keeps verl's function (a baseline measurement with the same code).
 SWITCH = "MOLMO_AGENT_FAST_ENTROPY"
@@ -81,14 +76,6 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 def patch_verl() -> bool:
-    """Make verl's `entropy_from_logits` ours, unless SWITCH is "0". Idempotent; logs once per process.
-    Returns whether ours is installed."""
-    from verl.utils import torch_functional
-
-    if os.environ.get(SWITCH, "1") == "0":
-        return False
-    if torch_functional.entropy_from_logits is not entropy_from_logits:
-        torch_functional.entropy_from_logits = entropy_from_logits
-        logger.info("verl's entropy_from_logits is molmo_agent's chunked fp32 entropy "
-                    "(verl.utils.torch_functional.entropy_from_logits; %s=0 keeps verl's)", SWITCH)
-    return True
+    """Make verl's `entropy_from_logits` ours, unless SWITCH is "0"; idempotent."""
+    return replace_verl_function("entropy_from_logits", entropy_from_logits, SWITCH,
+                                 "molmo_agent's chunked fp32 entropy")

@@ -12,11 +12,11 @@ token); ours runs the same arithmetic over thousands of rows per launch.
 """
 import logging
 import os
+from collections.abc import Callable
 
 import torch
 from torch.autograd.function import once_differentiable
 
-logger = logging.getLogger(__name__)
 
 # `MOLMO_AGENT_FAST_LOGPROBS=0` keeps verl's loop (a baseline measurement with the same code).
 SWITCH = "MOLMO_AGENT_FAST_LOGPROBS"
@@ -85,17 +85,24 @@ def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return flat.view(labels.shape)
 
 
-def patch_verl() -> bool:
-    """Make verl's `logprobs_from_logits` fall back to ours instead of its per-row loop, unless SWITCH is "0".
+def replace_verl_function(name: str, ours: Callable, switch: str, description: str) -> bool:
+    """Make `verl.utils.torch_functional.<name>` our `ours`, unless the environment variable `switch` is "0".
 
-    Idempotent; logs once per process. Returns whether ours is installed.
+    verl's callers look the function up in that module at each call, so replacing the attribute reaches them.
+    Idempotent; logs `description` once per process on `ours`' module's logger. Returns whether ours is installed.
     """
     from verl.utils import torch_functional
 
-    if os.environ.get(SWITCH, "1") == "0":
+    if os.environ.get(switch, "1") == "0":
         return False
-    if torch_functional.logprobs_from_logits_v2 is not logprobs_from_logits:
-        torch_functional.logprobs_from_logits_v2 = logprobs_from_logits
-        logger.info("verl's logprobs_from_logits falls back to molmo_agent's chunked log-softmax "
-                    "(verl.utils.torch_functional.logprobs_from_logits_v2; %s=0 keeps verl's loop)", SWITCH)
+    if getattr(torch_functional, name) is not ours:
+        setattr(torch_functional, name, ours)
+        logging.getLogger(ours.__module__).info("verl's %s: %s (verl.utils.torch_functional.%s; %s=0 keeps verl's)",
+                                                name, description, name, switch)
     return True
+
+
+def patch_verl() -> bool:
+    """Make verl's `logprobs_from_logits` fall back to ours instead of its per-row loop, unless SWITCH is "0"."""
+    return replace_verl_function("logprobs_from_logits_v2", logprobs_from_logits, SWITCH,
+                                 "falls back to molmo_agent's chunked log-softmax")
