@@ -2,6 +2,8 @@
 sequences made by verl's `left_right_2_no_padding`, per-sample temperature), its log-probs, entropies and their
 gradients at the responses equal verl's every-position path, as verl's log-prob passes and loss read them
 (`response_from_nested`, `no_padding_2_padding`); every other case takes verl's path."""
+import logging
+
 import pytest
 import torch
 from tensordict import TensorDict
@@ -105,11 +107,16 @@ def test_log_probs_entropies_and_gradients_at_the_responses_equal_verls(model, l
         torch.testing.assert_close(our_grads[name], verl_grads[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
-def test_prompt_positions_read_zero(model):
-    batch = micro_batch()
-    _, output = run(engine(ResponseLogits, model), batch)
+def test_prompt_positions_read_zero_and_the_engine_says_once_what_it_scores(model, caplog):
+    built = engine(ResponseLogits, model)
+    with caplog.at_level(logging.INFO, logger=response_logits.__name__):
+        _, output = run(built, micro_batch())
+        run(built, micro_batch())
     first = output["log_probs"].unbind()[0]  # prompt of 4, response of 3: positions 3, 4, 5 are scored
     assert (first[:3] == 0).all() and (first[3:6] != 0).all() and first[6] == 0
+    said = [r.getMessage() for r in caplog.records if "response positions only" in r.getMessage()]
+    assert said == ["scoring the response positions only: 6 of the first micro-batch's 21 positions "
+                    f"({response_logits.SWITCH}=0 scores every position)"]
 
 
 @pytest.mark.parametrize("case", ["switched off", "remove padding", "fused kernels", "sum pi squared",

@@ -16,6 +16,7 @@ response's scores are positions [prompt_len - 1, prompt_len + response_len - 1).
 """
 import functools
 import inspect
+import logging
 import os
 
 import torch
@@ -25,6 +26,8 @@ from verl.utils import torch_functional as verl_F
 from verl.utils.dataset.dataset_utils import DatasetPadMode
 from verl.workers.engine.fsdp import transformer_impl
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
+
+logger = logging.getLogger(__name__)
 
 # `MOLMO_AGENT_RESPONSE_LOGITS=0` keeps verl's every-position path (a baseline measurement with the same code).
 SWITCH = "MOLMO_AGENT_RESPONSE_LOGITS"
@@ -100,6 +103,10 @@ class ResponseLogits(FSDPEngineWithLMHead):
             rows, columns = mask.nonzero(as_tuple=True)  # row-major: the order of the model's [N, vocab] logits
             model_inputs["logits_positions"] = mask
             output_args[POSITIONS] = (rows, micro_batch["input_ids"].offsets()[rows] + columns)
+            if not getattr(self, "_said_so", False):
+                self._said_so = True
+                logger.info("scoring the response positions only: %d of the first micro-batch's %d positions "
+                            "(%s=0 scores every position)", rows.numel(), mask.numel(), SWITCH)
         return model_inputs, output_args
 
     def prepare_model_outputs(self, output, output_args, micro_batch: TensorDict, logits_processor_func):
