@@ -38,6 +38,7 @@ from verl.utils import torch_functional  # noqa: E402
 
 from molmo_agent.integrations.verl.entropy import entropy_from_logits  # noqa: E402
 from molmo_agent.integrations.verl.logprobs import logprobs_from_logits  # noqa: E402
+from molmo_agent.integrations.verl.response_logits import response_positions  # noqa: E402
 from molmo_agent.models.molmo2 import Molmo2ForConditionalGeneration  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,18 +49,18 @@ VARIANTS = {"verl": (torch_functional.entropy_from_logits, False), "chunked": (e
             "response_only": (entropy_from_logits, True)}
 
 
-def micro_batch(rows: pd.DataFrame, pad_id: int, device: str) -> dict[str, torch.Tensor]:
-    """Right-padded ids (B, L) of prompt + response, their attention mask, and the response mask (B, L) marking
-    the positions whose next token is a response token (where the loss reads log-probs)."""
+def micro_batch(rows: pd.DataFrame, device: str) -> dict[str, torch.Tensor]:
+    """Right-padded ids (B, L) of prompt + response, their attention mask, and the engine's response positions
+    (B, L): those whose next token is a response token, where the loss reads log-probs."""
     sequences = [list(p) + list(r) for p, r in zip(rows.prompt_ids, rows.response_ids)]
-    length = max(map(len, sequences))
-    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    ids = torch.full((len(sequences), max(map(len, sequences))), PAD_ID, dtype=torch.long)
     attention = torch.zeros_like(ids, dtype=torch.bool)
-    scored = torch.zeros_like(attention)
-    for row, (sequence, prompt) in enumerate(zip(sequences, rows.prompt_ids)):
+    for row, sequence in enumerate(sequences):
         ids[row, :len(sequence)] = torch.tensor(sequence)
         attention[row, :len(sequence)] = True
-        scored[row, len(prompt) - 1:len(sequence) - 1] = True
+    prompt_lens, response_lens = (torch.tensor([len(x) for x in column]) for column in (rows.prompt_ids,
+                                                                                          rows.response_ids))
+    scored = response_positions(prompt_lens, response_lens, ids.shape[1])
     return {"input_ids": ids.to(device), "attention_mask": attention.to(device), "scored": scored.to(device)}
 
 
@@ -82,9 +83,9 @@ def step(model: Molmo2ForConditionalGeneration, batch: dict[str, torch.Tensor], 
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if ids.device.type == "cuda"
                 else contextlib.nullcontext())
     with autocast:
-        if response_only:
-            hidden = model.model(ids, attention_mask=attention, position_ids=position_ids).last_hidden_state
-            logits = model.lm_head(hidden[scored])  # (response tokens, vocab)
+        if response_only:  # the model's own argument, as the engine passes it
+            logits = model(ids, attention_mask=attention, position_ids=position_ids,
+                           logits_positions=scored).logits  # (response tokens, vocab)
             labels = labels[scored]
         else:
             logits = model(ids, attention_mask=attention, position_ids=position_ids).logits  # (B, L, vocab)
@@ -138,7 +139,7 @@ def main() -> None:
     model.gradient_checkpointing_enable()
     model.train()
     draws = [rows.sample(args.batch, random_state=seed) for seed in range(args.steps + 1)]
-    batches = [micro_batch(draw, PAD_ID, args.device) for draw in draws]
+    batches = [micro_batch(draw, args.device) for draw in draws]
 
     result = {"bench": "update_step", "command": "python bench/update_step.py " + " ".join(sys.argv[1:]),
               "parameters": {**vars(args), "entropy_coeff": ENTROPY_COEFF,

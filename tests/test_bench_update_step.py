@@ -12,7 +12,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import update_step  # noqa: E402
 
-PAD = 0
 
 
 def rows(count: int) -> pd.DataFrame:
@@ -24,7 +23,7 @@ def rows(count: int) -> pd.DataFrame:
 
 def test_micro_batch_scores_the_positions_that_predict_response_tokens():
     frame = rows(3)
-    batch = update_step.micro_batch(frame, PAD, "cpu")
+    batch = update_step.micro_batch(frame, "cpu")
     assert batch["input_ids"].shape == (3, 13)  # right-padded to the longest prompt + response
     labels = torch.roll(batch["input_ids"], shifts=-1, dims=1)
     for row, (prompt, response) in enumerate(zip(frame.prompt_ids, frame.response_ids)):

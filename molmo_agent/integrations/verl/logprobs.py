@@ -17,7 +17,6 @@ from collections.abc import Callable
 import torch
 from torch.autograd.function import once_differentiable
 
-
 # `MOLMO_AGENT_FAST_LOGPROBS=0` keeps verl's loop (a baseline measurement with the same code).
 SWITCH = "MOLMO_AGENT_FAST_LOGPROBS"
 

@@ -95,14 +95,15 @@ class ResponseLogits(FSDPEngineWithLMHead):
         lengths = prompt_and_response_lengths(micro_batch) if self._scores_responses_only(micro_batch) else None
         if lengths is not None:
             prompt_lens, response_lens = lengths
-            if not torch.equal(prompt_lens + response_lens, micro_batch["input_ids"].offsets().diff()):
+            offsets = micro_batch["input_ids"].offsets()  # [B + 1] packed start of each sequence
+            if not torch.equal(prompt_lens + response_lens, offsets.diff()):
                 raise ValueError("the micro-batch's prompts and responses do not add up to its input_ids: prompt "
                                  f"lengths {prompt_lens.tolist()}, response lengths {response_lens.tolist()}, "
-                                 f"sequence lengths {micro_batch['input_ids'].offsets().diff().tolist()}")
+                                 f"sequence lengths {offsets.diff().tolist()}")
             mask = response_positions(prompt_lens, response_lens, model_inputs["input_ids"].shape[1])
             rows, columns = mask.nonzero(as_tuple=True)  # row-major: the order of the model's [N, vocab] logits
             model_inputs["logits_positions"] = mask
-            output_args[POSITIONS] = (rows, micro_batch["input_ids"].offsets()[rows] + columns)
+            output_args[POSITIONS] = (rows, offsets[rows] + columns)
             if not getattr(self, "_said_so", False):
                 self._said_so = True
                 logger.info("scoring the response positions only: %d of the first micro-batch's %d positions "
@@ -113,10 +114,9 @@ class ResponseLogits(FSDPEngineWithLMHead):
         if POSITIONS not in output_args:
             return super().prepare_model_outputs(output, output_args, micro_batch, logits_processor_func)
         rows, flat = output_args[POSITIONS]
-        logits = output.logits  # [N, vocab]
-        if not output_args.get("temperature_is_one", False):
-            temperature = output_args["temperature"][rows].clamp(min=1e-8).unsqueeze(-1)  # [N, 1]
-            logits = logits / temperature.to(logits.dtype)
+        logits = transformer_impl._scale_logits_by_temperature(
+            output.logits, output_args["temperature"][rows].unsqueeze(-1),  # [N, vocab] / [N, 1]
+            is_unit_temperature=output_args.get("temperature_is_one", False))
         cu_seqlens = micro_batch["input_ids"].offsets()
         labels = output_args["input_ids_rmpad_rolled"][flat]  # the next token of each scored position
         # verl's own dispatchers: flash-attn's kernel where installed, else the plugin's chunked log-softmax
