@@ -20,7 +20,9 @@
 #          next machine; work in LEARN_WORK ($HOME/alfworld_learning[-LANE]), logs and JSON to $OUT      ~15 min
 #          Games and SFT rows made on another machine skip their stages: carried into LEARN_DATA ($HOME/acc-data)
 #          as games.tar.xz (a folder `games`, the recipe's data/games) and sft/<split>.parquet, both learn stages
-#          use them (the node's cores made 1100 games in 194 s; carried, they unpack in seconds)
+#          use them (the node's cores made 1100 games in 194 s; carried, they unpack in seconds).
+#          LEARN_SFT_EVAL=0 skips sft-eval when RL runs follow on the same node: their iteration-0 validations
+#          measure the SFT level at the same temperature, and the 5-7 min of the evaluation's own launch are saved
 #   learn-rl   the learning recipe's RL runs of one estimator (LEARN_ESTIMATOR: gigpo or grpo; seeds LEARN_SEEDS,
 #          default 0) from an SFT checkpoint carried in as learn-sft's parts (LEARN_SFT_PARTS, default
 #          $HOME/acc-sft; the SHA-256 of its weights is printed), on the same generated games; each run stops at
@@ -82,15 +84,17 @@ carried_data() {  # carried_data WORK: games (and SFT rows) made on another mach
 learn_sft() {  # the recipe's stages up to the SFT checkpoint's evaluation, then its parts
   local status=0
   carried_data "$LEARN_WORK" || return 1
-  WORK=$LEARN_WORK timeout "${LEARN_SFT_S:-1800}" \
-    bash recipes/alfworld_learning/run.sh model games sft-data sft sft-eval || status=$?
+  local stages=(model games sft-data sft) success="not evaluated (LEARN_SFT_EVAL=0)"
+  [ "${LEARN_SFT_EVAL:-1}" = 0 ] || stages+=(sft-eval)
+  WORK=$LEARN_WORK timeout "${LEARN_SFT_S:-1800}" bash recipes/alfworld_learning/run.sh "${stages[@]}" || status=$?
   cp "$LEARN_WORK"/*.log "$LEARN_WORK"/*.json "$OUT/" 2>/dev/null
   grep -H . "$LEARN_WORK"/stage_seconds/* > "$OUT/learn_stage_seconds.txt" 2>/dev/null
+  [ -f "$LEARN_WORK/sft_eval.json" ] && success=$(python3 -c "import json, sys; print({s: v['success'] for s, v in \
+json.load(open(sys.argv[1]))['splits'].items()})" "$LEARN_WORK/sft_eval.json")
   [ $status -eq 0 ] && rm -rf "$LEARN_WORK/sft_parts" &&
     python3 -m molmo_agent.models.checkpoint_parts split "$LEARN_WORK/sft_model" "$LEARN_WORK/sft_parts" --bf16 &&
     cp "$LEARN_WORK/sft_parts/SHA256SUMS" "$OUT/sft_parts_SHA256SUMS" &&
-    echo "PASS learn-sft: SFT success $(python3 -c "import json, sys; print({s: v['success'] for s, v in \
-json.load(open(sys.argv[1]))['splits'].items()})" "$LEARN_WORK/sft_eval.json"), parts in $LEARN_WORK/sft_parts"
+    echo "PASS learn-sft: SFT success $success, parts in $LEARN_WORK/sft_parts"
 }
 learn_rl_export() {  # each run's latest checkpoint (verl's resume point) in parts, for the next machine
   local ckpt step run staged=$LEARN_WORK/export-staging
