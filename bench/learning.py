@@ -34,7 +34,7 @@ import numpy as np
 
 from molmo_agent.integrations.verl.eval_report import logged_steps, validation_points
 from molmo_agent.integrations.verl.validation_dump import read_episodes
-from molmo_agent.models.checkpoint_parts import weights_sha256
+from molmo_agent.models.checkpoint_parts import WEIGHTS, read_sums, weights_sha256
 
 SPLITS = ("valid_seen", "valid_unseen")
 ESTIMATORS = ("gigpo", "grpo")
@@ -220,6 +220,11 @@ def sft_selection(path: Path) -> dict[str, Any]:
             "valid_seen_loss_by_step": selection["val_losses"]}
 
 
+def sft_sha256(path: Path) -> str | None:
+    """The SFT weights' digest: of a checkpoint folder, or as the SHA256SUMS of its parts records it."""
+    return read_sums(path)[WEIGHTS] if path.is_file() else weights_sha256(path)
+
+
 def sft_eval(path: Path) -> dict[str, Any] | None:
     """The recipe's sft-eval stage: the SFT checkpoint's success per split (eval_alfworld.sh's JSON), if run."""
     if not path.is_file():
@@ -249,7 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group-size", type=int, required=True, help="sessions per game, G")
     parser.add_argument("--work", type=Path, required=True, help="the recipe's WORK (data/, stage_seconds/)")
     parser.add_argument("--model", type=Path, help="the checkpoint SFT started from")
-    parser.add_argument("--sft-model", type=Path, help="the SFT checkpoint the runs started from")
+    parser.add_argument("--sft-model", type=Path, help="the SFT checkpoint the runs started from, or the "
+                        "SHA256SUMS of its parts (checkpoint_parts split), which records its weights' digest")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--sft-source", choices=("walkthrough", "expert", "mixed"), default="mixed",
                         help="the demonstrations SFT learned from (the recipe's SFT_SOURCE)")
@@ -288,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": {"preset": args.preset, **((parameter_counts(args.model) if args.model else None) or {})},
         "games": games(args.work / "data", args.games_seed),
         "sft": {"source": args.sft_source, **sft_selection(args.work / "sft_selection.json"),
-                "checkpoint_sha256": weights_sha256(args.sft_model) if args.sft_model else None,
+                "checkpoint_sha256": sft_sha256(args.sft_model) if args.sft_model else None,
                 **sft_level, "level": "the mean iteration-0 validation of the runs",
                 "eval": sft_eval(args.work / "sft_eval.json")},
         "eval": {"temperature": args.temperature},

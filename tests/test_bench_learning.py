@@ -94,9 +94,13 @@ def test_comparison_reads_the_last_point_every_run_reached_never_the_best(tmp_pa
                                                           "val_losses": {"19": 4.55, "38": 1.85, "57": 1.49}}))
     (work / "sft_eval.json").write_text(json.dumps({"temperature": 0.4, "splits": {
         "valid_seen": {"games": 3, "success": 1 / 3}, "valid_unseen": {"games": 2, "success": 0.5}}}))
+    # the SFT weights stay on the GPU node: the SHA256SUMS of their parts names them
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text("aa11  part00\nbb22  checkpoint.tar\ncc33  weights\n")
     out = tmp_path / "results"
     learning.main(["--gpu", "h200", "--train-batch", str(B), "--group-size", str(G), "--work", str(work),
-                   "--temperature", "0.4", "--command", "run.sh", "--out-dir", str(out), *logs])
+                   "--temperature", "0.4", "--command", "run.sh", "--out-dir", str(out), "--sft-model", str(sums),
+                   *logs])
 
     result = json.loads((out / "learning_h200.json").read_text())
     assert (out / "learning_h200.png").stat().st_size > 0
@@ -104,7 +108,7 @@ def test_comparison_reads_the_last_point_every_run_reached_never_the_best(tmp_pa
     assert result["stage_seconds"] == {"sft": 321}
     assert result["games"] == {"train": 6, "valid_seen": 3, "valid_unseen": 2, "seed": 0}
     assert result["sft"]["valid_unseen"] == pytest.approx(0.2) and result["sft"]["epochs"] == 3
-    assert result["sft"]["valid_seen_loss"] == 1.49
+    assert result["sft"]["valid_seen_loss"] == 1.49 and result["sft"]["checkpoint_sha256"] == "cc33"
     assert result["sft"]["eval"] == {"temperature": 0.4, "valid_seen": pytest.approx(1 / 3), "valid_unseen": 0.5}
     assert [(r["estimator"], r["seed"]) for r in result["runs"]] == list(RUNS)
     comparison = result["comparison"]

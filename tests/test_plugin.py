@@ -7,6 +7,8 @@ CHECK = """
 import verl
 from verl.trainer.ppo import core_algos
 assert "gigpo" in core_algos.ADV_ESTIMATOR_REGISTRY, sorted(core_algos.ADV_ESTIMATOR_REGISTRY)
+import logging
+logging.getLogger("molmo_agent.integrations.verl.engine").info("a note a worker writes once")
 """
 
 
@@ -14,6 +16,8 @@ def test_import_verl_registers_gigpo_in_a_fresh_process():
     env = {k: v for k, v in os.environ.items() if k != "VERL_USE_EXTERNAL_PLUGINS"}  # verl's default: load all
     done = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    # as in a Ray worker, verl's import left the root logger at WARNING: our INFO notes still reach stderr
+    assert "a note a worker writes once" in done.stderr, done.stderr[-3000:]
 
 
 ENTERING_OUR_PACKAGE_FIRST = """

@@ -16,13 +16,14 @@ ROOT = pathlib.Path(__file__).parents[1]
 RECIPE = ROOT / "recipes" / "alfworld_learning" / "run.sh"
 
 
-def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, tmp_path):
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, tmp_path, gpus):
     work = tmp_path / "work"
     work.mkdir()
     (work / "data").symlink_to(data_dir)
     (work / "sft_model").symlink_to(model_dir)
-    env = {**os.environ, "WORK": str(work), "DRY_RUN": "1", "PYTHON": sys.executable, "SEEDS": "3", "LR": "2e-5",
-           "PENALTY": "0.2", "TEST_FREQ": "4", "ITERATIONS": "12", "TEMPERATURE": "0.5"}
+    env = {**os.environ, "WORK": str(work), "DRY_RUN": "1", "PYTHON": sys.executable, "SEEDS": "3", "LR": "3e-5",
+           "PENALTY": "0.2", "TEST_FREQ": "4", "ITERATIONS": "12", "TEMPERATURE": "0.5", "N_GPUS": str(gpus)}
     env.pop("MODEL_PATH", None)
     done = subprocess.run(["bash", str(RECIPE), "rl"], env=env, capture_output=True, text=True, timeout=600,
                           cwd=ROOT)
@@ -34,18 +35,19 @@ def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, t
         assert not (work / "runs" / f"{name}_seed3" / "done").exists()  # a dry run does not count as finished
         assert config.actor_rollout_ref.model.path == str(work / "sft_model")
         assert config.data.seed == 3 and config.actor_rollout_ref.rollout.seed == 3
-        assert config.actor_rollout_ref.actor.optim.lr == 2e-5
+        assert config.actor_rollout_ref.actor.optim.lr == 3e-5
         assert config.algorithm.gigpo.invalid_action_penalty_coef == 0.2
         assert config.trainer.val_before_train is True and config.trainer.test_freq == 4
         assert config.trainer.total_training_steps == 12
         assert config.trainer.validation_data_dir == str(work / "runs" / f"{name}_seed3" / "validation")
         assert config.actor_rollout_ref.rollout.val_kwargs.n == 1
         assert config.actor_rollout_ref.rollout.val_kwargs.temperature == 0.5
-        # a from-scratch preset: short padded samples, large micro-batches
+        # a from-scratch preset: short padded samples, large micro-batches that split each GPU's share evenly
         assert (config.data.max_prompt_length, config.data.max_response_length) == (1024, 128)
-        assert config.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu == 16
-        assert config.actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu == 32
-        assert config.actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu == 32
+        assert config.trainer.n_gpus_per_node == gpus
+        assert config.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu == 64 // gpus
+        assert config.actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu == 128 // gpus
+        assert config.actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu == 128 // gpus
     gigpo, grpo = configs["gigpo"], configs["grpo"]
     assert gigpo.algorithm.adv_estimator == "gigpo" and gigpo.algorithm.gigpo.mode == "mean_std_norm"
     assert grpo.algorithm.adv_estimator == "grpo" and grpo.algorithm.norm_adv_by_std_in_grpo is True

@@ -87,14 +87,16 @@ def split(model_dir: Path, parts_dir: Path, part_mib: int, bf16: bool) -> None:
     print(f"{len(sums) - 2} parts of at most {part_mib} MiB in {parts_dir}; weights sha256 {sums[WEIGHTS]}")
 
 
+def read_sums(sums_file: Path) -> dict[str, str]:
+    """A SHA256SUMS file of `split`: {name: digest}, the names being the parts, the tar and `weights`."""
+    return dict(reversed(line.split()) for line in sums_file.read_text().splitlines())
+
+
 def join(parts_dir: Path, model_dir: Path) -> None:
     sums_file = parts_dir / "SHA256SUMS"
     if not sums_file.is_file():
         sys.exit(f"{sums_file} is missing")
-    sums = {}
-    for line in sums_file.read_text().splitlines():
-        digest, name = line.split()
-        sums[name] = digest
+    sums = read_sums(sums_file)
     parts = sorted(name for name in sums if name.startswith("part"))
     bad = [name for name in parts if not (parts_dir / name).is_file() or sha256(parts_dir / name) != sums[name]]
     if bad:

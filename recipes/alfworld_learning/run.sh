@@ -43,8 +43,9 @@
 #   SFT_EPOCHS [6] SFT_LR [5e-4]: the most epochs (the best by validation loss is kept), the SFT learning rate
 #                   (on 1000 games' rows the validation loss still fell at the sixth epoch, 840 steps of 64 rows)
 #   SEEDS ["0 1"] ITERATIONS [60] TEST_FREQ [10]
-#   LR [5e-5]       the RL learning rate of both estimators, fixed before the comparison (1e-5 moved the SFT policy
-#                   by a PPO KL of 0.0004 an iteration: recipes/alfworld_learning/README.md)
+#   LR [2e-5]       the RL learning rate of both estimators, fixed before a comparison by the PPO KL an iteration
+#                   moves the SFT policy (aim: at most ~0.01; 5e-5 moved it 0.015-0.055 and both estimators got
+#                   worse: recipes/alfworld_learning/README.md)
 #   PENALTY [0.1]   the invalid-action penalty of both: GiGPO's algorithm.gigpo.invalid_action_penalty_coef and
 #                   GRPO's env.reward_invalid_penalty (subtracted from its episode return per invalid action)
 #   TEMPERATURE [0.4]  validation temperature of every run, above 0 (each game once: val_kwargs.n=1)
@@ -52,8 +53,9 @@
 #   MAX_PROMPT [1024] MAX_RESPONSE [128]  token limits of the SFT rows and of the RL runs alike: the expert's
 #                   demonstrations of the 200/50/50 games have prompts of at most 974 tokens and answers of at most
 #                   52, and verl pads every step sample to MAX_PROMPT + MAX_RESPONSE, so larger limits cost compute
-#   MICRO_BATCH [16 from a PRESET, the config's with MODEL_PATH]  per-GPU micro-batch of the update (log-prob
-#                   passes take twice it); the from-scratch presets are small enough for large ones
+#   MICRO_BATCH [64 / N_GPUS from a PRESET, the config's with MODEL_PATH]  per-GPU micro-batch of the update (log-prob
+#                   passes take twice it); the from-scratch presets are small enough for large ones (the small
+#                   preset's trainer peaked at 4.2 GB with 16, its response positions scored alone)
 #   SFT_ARGS, RL_ARGS  extra Hydra overrides (space-separated) of the SFT and of every RL run
 #   RAY_STOP [1]    `ray stop --force` before each RL run (a run stopped by a time limit leaves Ray behind); 0 when
 #                   other Ray jobs share the node
@@ -69,7 +71,7 @@ GPU=${GPU:-h200}
 SEEDS=${SEEDS:-0 1}
 ITERATIONS=${ITERATIONS:-60}
 TEST_FREQ=${TEST_FREQ:-10}
-LR=${LR:-5e-5}
+LR=${LR:-2e-5}
 PENALTY=${PENALTY:-0.1}
 TEMPERATURE=${TEMPERATURE:-0.4}
 SFT_EPOCHS=${SFT_EPOCHS:-6}
@@ -145,7 +147,7 @@ rl_run() {  # rl_run ESTIMATOR SEED: one run from the SFT checkpoint, skipped wh
   [ "$1" = grpo ] && estimator=(algorithm.adv_estimator=grpo algorithm.norm_adv_by_std_in_grpo=True
                                 env.reward_invalid_penalty="$PENALTY")
   local micro=()
-  local micro_batch=${MICRO_BATCH:-$([ -n "${MODEL_PATH:-}" ] || echo 16)}
+  local micro_batch=${MICRO_BATCH:-$([ -n "${MODEL_PATH:-}" ] || echo $((64 / N_GPUS)))}
   [ -n "$micro_batch" ] && micro=(actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu="$micro_batch"
     actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=$((2 * micro_batch))
     actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=$((2 * micro_batch)))

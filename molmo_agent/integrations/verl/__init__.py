@@ -1,9 +1,25 @@
 """verl wiring: the only package that imports verl. `register()` runs when verl loads our plugin."""
+import logging
+import os
+
+
+def show_our_logs() -> None:
+    """Keep the `molmo_agent` loggers' records from MOLMO_AGENT_LOGGING_LEVEL (default INFO) up, on stderr where the
+    process has no handler. Otherwise the root logger's level (WARNING, as verl's import configures it in Ray's
+    workers) drops our once-per-process notes: which engine scores which positions, the environment pool."""
+    package = logging.getLogger("molmo_agent")
+    if package.level == logging.NOTSET:
+        package.setLevel(os.environ.get("MOLMO_AGENT_LOGGING_LEVEL", "INFO"))
+    if not (package.handlers or logging.getLogger().handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:%(asctime)s:%(name)s: %(message)s"))
+        package.addHandler(handler)
 
 
 def register() -> None:
     """Register our components in verl's registries (and Molmo2 with transformers) and replace verl's per-token
     log-prob loop and its entropy; idempotent."""
+    show_our_logs()
     from molmo_agent.integrations.verl import advantage, engine, entropy, flops, logprobs
     from molmo_agent.models import molmo2
 
