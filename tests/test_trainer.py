@@ -53,6 +53,13 @@ class FakeTransferQueue:
         return KVBatchMeta(partition_id=partition_id, keys=keys, tags=[{}] * len(keys))
 
 
+def put_session_advantages(queue: FakeTransferQueue, per_session: dict[str, float]) -> None:
+    """What verl's GRPO stage stores: each session's advantage on every response token of its step samples."""
+    queue.data["advantages"] = torch.nested.as_nested_tensor(
+        [torch.full((len(mask),), per_session[fields[steps.TRAJ_UID]])
+         for mask, fields in zip(queue.data["response_mask"], queue.data["extra_fields"])], layout=torch.jagged)
+
+
 def stored_rows(response_lengths: list[int]) -> list[dict]:
     return [{"uid": uid, "response_mask": torch.ones(length, dtype=torch.int64), "extra_fields": fields}
             for (uid, fields), length in zip(STEPS, response_lengths, strict=True)]
@@ -103,20 +110,31 @@ def test_gigpo_advantage_stage_writes_step_advantages_and_skips_padding(monkeypa
     assert metrics["env/episode_length"] == 2.5
     assert metrics["env/dropped_episode_rate"] == 0.0
     assert metrics["env/steps"] == 5 and metrics["env/cumulative_steps"] == 5  # not the padding row
+    # the one group holds a success; b's three steps carry the negative half of the mass, padding none of it
+    assert metrics["advantage/no_success_group_share"] == 0.0 and metrics["advantage/no_success_abs_share"] == 0.0
+    assert metrics["advantage/negative_abs_share"] == pytest.approx(21 / 36.75)
+    assert metrics["advantage/abs_mean"] == pytest.approx(36.75 / 5)
     # b's answers (4 + 1 + 2 tokens) outlast a's (3 + 2); the padding row's token is not counted
     assert metrics["rollout/longest_session_tokens"] == 7 and metrics["rollout/longest_session_steps"] == 3
 
 
 def test_other_estimators_run_verls_stage(monkeypatch):
-    queue = FakeTransferQueue(stored_rows([1, 1, 1, 1, 1]))
+    queue = FakeTransferQueue(stored_rows([1, 2, 1, 1, 1]))
     monkeypatch.setattr(trainer, "tq", queue)
     called = []
-    monkeypatch.setattr(trainer.PPOTrainerSync, "_compute_advantage", lambda self, batch, metrics: called.append(1))
+
+    def verls_stage(self, batch, metrics):  # GRPO's advantage, one per session on each of its response tokens
+        called.append(1)
+        put_session_advantages(queue, {"a": 0.7, "b": -0.7})
+
+    monkeypatch.setattr(trainer.PPOTrainerSync, "_compute_advantage", verls_stage)
     metrics = {}
     make_trainer("grpo")._compute_advantage(KVBatchMeta(partition_id="train", keys=queue.keys, tags=[{}] * 5),
                                             metrics)
     assert called == [1]
     assert metrics["env/success_rate/pick_and_place_simple"] == 0.5
+    assert metrics["advantage/negative_abs_share"] == pytest.approx(3 / 5)  # b's three steps, a's two
+    assert metrics["advantage/abs_mean"] == pytest.approx(0.7)
 
 
 def test_episode_metrics_per_task_type_and_anchor_share():
@@ -165,7 +183,8 @@ def test_gigpo_batch_names_missing_fields():
 def test_environment_steps_add_up_over_iterations_and_survive_a_resume(monkeypatch, tmp_path):
     queue = FakeTransferQueue(stored_rows([1, 1, 1, 1, 1]))
     monkeypatch.setattr(trainer, "tq", queue)
-    monkeypatch.setattr(trainer.PPOTrainerSync, "_compute_advantage", lambda self, batch, metrics: batch)
+    monkeypatch.setattr(trainer.PPOTrainerSync, "_compute_advantage",
+                        lambda self, batch, metrics: put_session_advantages(queue, {"a": 0.0, "b": 0.0}) or batch)
     monkeypatch.setattr(trainer.PPOTrainerSync, "_validate", lambda self: {"val-core/alfworld/acc": 0.5})
     saved_first = []
     # verl's save writes latest_checkpointed_iteration.txt last: the count must be on disk by then

@@ -6,9 +6,10 @@ is where we plug in: with `algorithm.adv_estimator=gigpo` it reads the agent loo
 TransferQueue and calls `write_gigpo_advantages`; any other estimator (grpo, rloo, ...) runs verl's own stage
 unchanged on the same step samples, whose reward is the episode return on the final response token. Either way
 the step samples' environment metrics (success per task type, episode length, invalid actions, anchor groups,
-dropped episodes) and where the sessions' time went (generation vs environment) are logged with the training
-metrics, with the environment steps trained on so far (`env/cumulative_steps`). Checkpoints keep that count and
-every validation logs it, so each validation point of a learning curve carries its own x, across resumes too.
+dropped episodes), where the sessions' time went (generation vs environment) and where the advantage mass sits
+(`advantage_sources`) are logged with the training metrics, with the environment steps trained on so far
+(`env/cumulative_steps`). Checkpoints keep that count and every validation logs it, so each validation point of
+a learning curve carries its own x, across resumes too.
 """
 import json
 import logging
@@ -23,8 +24,9 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.utils.padding import response_to_nested
 
+from molmo_agent.algorithms.advantage_sources import advantage_sources
 from molmo_agent.integrations.verl.advantage import GIGPO, write_gigpo_advantages
-from molmo_agent.integrations.verl.steps import (episode_metrics, gigpo_batch, longest_session_metrics,
+from molmo_agent.integrations.verl.steps import (WON, episode_metrics, gigpo_batch, longest_session_metrics,
                                                  session_time_metrics)
 
 TRAINER_MODE = "agent_sync"
@@ -92,10 +94,24 @@ class AgentTrainer(PPOTrainerSync):
         metrics["env/steps"], metrics["env/cumulative_steps"] = len(real), self.env_steps
         metrics.update(session_time_metrics([extra_fields[i] for i in real]))
         metrics.update(longest_session_metrics([extra_fields[i] for i in real], padded_mask[real].sum(-1).tolist()))
-        if self.config.algorithm.adv_estimator != GIGPO:
-            return super()._compute_advantage(batch, metrics)
-        assert not self.config.algorithm.use_kl_in_reward, "refused for GiGPO by validate.check_algorithm"
+        if self.config.algorithm.adv_estimator == GIGPO:
+            written = self._write_gigpo_advantages(batch, real, uids, extra_fields, response_mask, metrics)
+        else:
+            written = super()._compute_advantage(batch, metrics)
+        # one advantage per step sample (its value on each response token), whichever estimator wrote them
+        advantages = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
+                                     select_fields=["advantages"])["advantages"].to_padded_tensor(padding=0.0)
+        mask = padded_mask[real]
+        per_step = (advantages[real] * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+        sources = advantage_sources([uids[i] for i in real], [extra_fields[i][WON] for i in real], per_step.tolist())
+        metrics.update({f"advantage/{name}": value for name, value in sources.items()})
+        return written
 
+    def _write_gigpo_advantages(self, batch: KVBatchMeta, real: list[int], uids: list[str],
+                                extra_fields: list[dict], response_mask: torch.Tensor, metrics: dict) -> KVBatchMeta:
+        """GiGPO's advantages and returns of the real step samples, written to TransferQueue (0 on padding)."""
+        assert not self.config.algorithm.use_kl_in_reward, "refused for GiGPO by validate.check_algorithm"
+        padded_mask = response_mask.to_padded_tensor(padding=0)
         # verl pads the batch with copies of a real sample (masked out); GiGPO must not count them as steps.
         step_data = gigpo_batch([uids[i] for i in real], [extra_fields[i] for i in real], padded_mask[real])
         step_data = write_gigpo_advantages(step_data, self.config.algorithm)
