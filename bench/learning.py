@@ -123,10 +123,10 @@ def comparison(runs: list[dict[str, Any]],
     """GiGPO minus GRPO valid_unseen success at the last validation at or below the largest environment-step count
     every run reached (each run's `env_steps_reached`), paired by seed, with a 95 % bootstrap interval: over games
     and seeds when `outcomes` ({(estimator, seed): game_outcomes of its valid_unseen episodes}) holds every run,
-    else over seeds; and each estimator's lift over its runs' iteration-0 (SFT) level there."""
+    else over seeds; and each estimator's lift there over the SFT level (per seed, the mean iteration-0 validation
+    of its runs)."""
     common = min(run["env_steps_reached"] for run in runs)
     at = {(run["estimator"], run["seed"]): point_at(run["curve"], common) for run in runs}
-    sft = {(run["estimator"], run["seed"]): run["curve"][0]["valid_unseen"] for run in runs}
     seeds = sorted({seed for estimator, seed in at if estimator == "gigpo"} &
                    {seed for estimator, seed in at if estimator == "grpo"})
     if not seeds:
@@ -145,8 +145,11 @@ def comparison(runs: list[dict[str, Any]],
     else:
         resampled = differences[rng.integers(0, len(seeds), size=(BOOTSTRAP_SAMPLES, len(seeds)))].mean(axis=1)
         bootstrap = "over seeds, paired by seed (no validation episodes given: games cannot be resampled)"
+    # A seed's two runs start from one SFT checkpoint: its level is the mean of their iteration-0 validations, one
+    # baseline for both lifts (two evaluations of one policy differ by sampling noise alone).
+    sft = {s: np.mean([run["curve"][0]["valid_unseen"] for run in runs if run["seed"] == s]) for s in seeds}
     lifts = {f"{estimator}_minus_sft_valid_unseen": float(np.mean(
-        [at[estimator, s]["valid_unseen"] - sft[estimator, s] for s in seeds])) for estimator in ESTIMATORS}
+        [at[estimator, s]["valid_unseen"] - sft[s] for s in seeds])) for estimator in ESTIMATORS}
     return {"env_steps": common, "seeds": seeds,
             "iterations": {f"{estimator}_seed{seed}": point["iteration"] for (estimator, seed), point in at.items()},
             "gigpo_minus_grpo_valid_unseen": float(differences.mean()),

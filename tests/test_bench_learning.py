@@ -146,6 +146,17 @@ def test_steps_trained_after_the_last_validation_count_as_reached():
     assert comparison["iterations"] == {"gigpo_seed0": 2, "grpo_seed0": 2}
 
 
+def test_both_lifts_of_a_seed_are_over_one_sft_level():
+    # one SFT checkpoint validated twice (each run's iteration 0) reads 0.2 and 0.4: its level is 0.3 for both
+    texts = {"gigpo": run_log(5, [0, 0, 0, 0], [0.2, 0.4, 0.5]), "grpo": run_log(5, [0, 0, 0, 0], [0.4, 0.4, 0.4])}
+    runs = [{"estimator": e, "seed": 0, "env_steps_reached": learning.env_steps_reached(text),
+             "curve": learning.learning_curve(text, B * G)} for e, text in texts.items()]
+    comparison = learning.comparison(runs)
+    assert comparison["gigpo_minus_sft_valid_unseen"] == pytest.approx(0.2)
+    assert comparison["grpo_minus_sft_valid_unseen"] == pytest.approx(0.1)
+    assert comparison["gigpo_minus_grpo_valid_unseen"] == pytest.approx(0.1)
+
+
 def test_parameter_counts_split_off_the_two_token_tables(molmo2_dir):
     from safetensors import safe_open
 
