@@ -11,6 +11,7 @@ from verl.utils import tensordict_utils as tu
 from verl.utils.dataset.dataset_utils import DatasetPadMode
 from verl.workers.config import FSDPEngineConfig
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
+from verl.workers.utils.losses import sft_loss
 from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding, response_from_nested
 
 from molmo_agent.integrations.verl import response_logits
@@ -107,6 +108,36 @@ def test_log_probs_entropies_and_gradients_at_the_responses_equal_verls(model, l
         torch.testing.assert_close(our_grads[name], verl_grads[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
+def sft_micro_batch() -> TensorDict:
+    """The three samples as verl's SFT trainer hands them to the engine (our PromptResponseDataset's rows): nested
+    sequences, positions and loss mask (the responses), one temperature for all."""
+    sequences = [p + r for p, r in zip(PROMPTS, RESPONSES)]
+    batch = TensorDict({"input_ids": nested(sequences), "position_ids": nested([list(range(len(s))) for s in sequences]),
+                        "loss_mask": nested([[0] * len(p) + [1] * len(r) for p, r in zip(PROMPTS, RESPONSES)])},
+                       batch_size=[len(sequences)])
+    tu.assign_non_tensor(batch, use_remove_padding=False, pad_mode=DatasetPadMode.NO_PADDING, temperature=1.0,
+                         dp_size=1, batch_num_tokens=sum(map(len, RESPONSES)))
+    return batch
+
+
+def test_the_sft_loss_and_its_gradients_equal_verls(model):
+    results = {}
+    for cls in (FSDPEngineWithLMHead, ResponseLogits):
+        model.zero_grad(set_to_none=True)
+        batch = sft_micro_batch()
+        output_args, output = run(engine(cls, model), batch)
+        loss, _ = sft_loss(None, output, batch)
+        loss.backward()
+        results[cls] = (POSITIONS in output_args, loss.detach(),
+                        {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    (verls_scored_all, verl_loss, verl_grads), (ours_engaged, our_loss, our_grads) = results.values()
+    assert ours_engaged and not verls_scored_all
+    torch.testing.assert_close(our_loss, verl_loss, atol=1e-6, rtol=1e-5)
+    assert our_grads.keys() == verl_grads.keys() and "lm_head.weight" in our_grads
+    for name in our_grads:
+        torch.testing.assert_close(our_grads[name], verl_grads[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
 def test_prompt_positions_read_zero_and_the_engine_says_once_what_it_scores(model, caplog):
     built = engine(ResponseLogits, model)
     with caplog.at_level(logging.INFO, logger=response_logits.__name__):
@@ -127,7 +158,7 @@ def test_every_other_case_takes_verls_path(model, monkeypatch, case):
     batch = micro_batch(**flags)
     if case == "switched off":
         monkeypatch.setenv(response_logits.SWITCH, "0")
-    if case == "no prompts or nested response mask":  # as in SFT batches
+    if case == "no prompts or nested response mask":  # nor a loss mask: nothing says which positions are read
         batch = batch.exclude("prompts")
     built = engine(ResponseLogits, model)
     if case == "model without the argument":

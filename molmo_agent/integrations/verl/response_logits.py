@@ -7,12 +7,13 @@ prompt of ~470 tokens and an answer of ~37, so on Molmo2's 151,936-entry vocabul
 and nearly all the vocabulary-sized work serve positions nobody reads. When a micro-batch carries its prompts and
 responses and the model takes `logits_positions` (our Molmo2), this engine asks it for the response positions'
 logits only, [N, vocab], and returns log-probs and entropies in verl's layout: nested (sequence,) tensors, zero
-at the positions it skipped. Everything else (remove-padding, fused kernels, distillation, sum of squared
-probabilities, another model, SFT batches, which carry neither prompts nor a response mask) takes verl's path
-unchanged.
+at the positions it skipped. verl's SFT trainer runs the same engine on batches with a loss mask instead: there
+the positions are those its loss reads. Everything else (remove-padding, fused kernels, distillation, sum of
+squared probabilities, another model, a micro-batch that says neither) takes verl's path unchanged.
 
 A sample's sequence is its prompt then its response; the log-prob of token t + 1 sits at position t, so the
-response's scores are positions [prompt_len - 1, prompt_len + response_len - 1).
+response's scores are positions [prompt_len - 1, prompt_len + response_len - 1), and an SFT sample's are the
+positions t whose token t + 1 is in the loss mask.
 """
 import functools
 import inspect
@@ -64,6 +65,27 @@ def prompt_and_response_lengths(micro_batch: TensorDict) -> tuple[torch.Tensor, 
     return None
 
 
+def positions_to_score(micro_batch: TensorDict) -> torch.Tensor | None:
+    """Packed indices [N], ascending, into the micro-batch's sequences of the positions whose log-probs verl reads
+    afterwards, or None where the micro-batch does not say: the positions that predict response tokens (RL
+    passes and loss), or those the SFT loss reads (`sft_loss`: the nested loss mask shifted left by one token over
+    the packed sequences)."""
+    offsets = micro_batch["input_ids"].offsets()  # [B + 1] packed start of each sequence
+    lengths = prompt_and_response_lengths(micro_batch)
+    if lengths is not None:
+        prompt_lens, response_lens = lengths
+        if not torch.equal(prompt_lens + response_lens, offsets.diff()):
+            raise ValueError("the micro-batch's prompts and responses do not add up to its input_ids: prompt "
+                             f"lengths {prompt_lens.tolist()}, response lengths {response_lens.tolist()}, "
+                             f"sequence lengths {offsets.diff().tolist()}")
+        rows, columns = response_positions(prompt_lens, response_lens, int(offsets.diff().max())).nonzero(
+            as_tuple=True)
+        return offsets[rows] + columns
+    if "loss_mask" in micro_batch.keys() and micro_batch["loss_mask"].is_nested:
+        return torch.roll(micro_batch["loss_mask"].values(), shifts=-1, dims=0).nonzero().squeeze(1)
+    return None
+
+
 def spread(values: torch.Tensor, flat: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
     """Per-position `values` [N] placed at their packed indices `flat` [N] of the micro-batch's sequences, zero
     elsewhere, as verl's nested [B, (sequence)] tensor; differentiable in `values`."""
@@ -92,18 +114,14 @@ class ResponseLogits(FSDPEngineWithLMHead):
 
     def prepare_model_inputs(self, micro_batch: TensorDict):
         model_inputs, output_args = super().prepare_model_inputs(micro_batch)
-        lengths = prompt_and_response_lengths(micro_batch) if self._scores_responses_only(micro_batch) else None
-        if lengths is not None:
-            prompt_lens, response_lens = lengths
-            offsets = micro_batch["input_ids"].offsets()  # [B + 1] packed start of each sequence
-            if not torch.equal(prompt_lens + response_lens, offsets.diff()):
-                raise ValueError("the micro-batch's prompts and responses do not add up to its input_ids: prompt "
-                                 f"lengths {prompt_lens.tolist()}, response lengths {response_lens.tolist()}, "
-                                 f"sequence lengths {offsets.diff().tolist()}")
-            mask = response_positions(prompt_lens, response_lens, model_inputs["input_ids"].shape[1])
-            rows, columns = mask.nonzero(as_tuple=True)  # row-major: the order of the model's [N, vocab] logits
+        flat = positions_to_score(micro_batch) if self._scores_responses_only(micro_batch) else None
+        if flat is not None:
+            offsets = micro_batch["input_ids"].offsets()
+            rows = torch.searchsorted(offsets, flat, right=True) - 1  # the sequence each position is in
+            mask = torch.zeros(model_inputs["input_ids"].shape, dtype=torch.bool, device=flat.device)  # [B, L]
+            mask[rows, flat - offsets[rows]] = True  # row-major, as `flat`: the order of the model's [N, vocab]
             model_inputs["logits_positions"] = mask
-            output_args[POSITIONS] = (rows, offsets[rows] + columns)
+            output_args[POSITIONS] = (rows, flat)
             if not getattr(self, "_said_so", False):
                 self._said_so = True
                 logger.info("scoring the response positions only: %d of the first micro-batch's %d positions "
