@@ -53,11 +53,13 @@ class FakeTransferQueue:
         return KVBatchMeta(partition_id=partition_id, keys=keys, tags=[{}] * len(keys))
 
 
-def put_session_advantages(queue: FakeTransferQueue, per_session: dict[str, float]) -> None:
-    """What verl's GRPO stage stores: each session's advantage on every response token of its step samples."""
-    queue.data["advantages"] = torch.nested.as_nested_tensor(
-        [torch.full((len(mask),), per_session[fields[steps.TRAJ_UID]])
-         for mask, fields in zip(queue.data["response_mask"], queue.data["extra_fields"])], layout=torch.jagged)
+def put_session_advantages(queue: FakeTransferQueue, per_session: dict[str, float], dense_width: int = 0) -> None:
+    """What verl's GRPO stage stores: each session's advantage on every response token of its step samples, jagged,
+    or right-padded to `dense_width` columns."""
+    rows = [torch.full((len(mask),), per_session[fields[steps.TRAJ_UID]])
+            for mask, fields in zip(queue.data["response_mask"], queue.data["extra_fields"])]
+    queue.data["advantages"] = (torch.stack([torch.nn.functional.pad(row, (0, dense_width - len(row))) for row in rows])
+                                if dense_width else torch.nested.as_nested_tensor(rows, layout=torch.jagged))
 
 
 def stored_rows(response_lengths: list[int]) -> list[dict]:
@@ -118,14 +120,15 @@ def test_gigpo_advantage_stage_writes_step_advantages_and_skips_padding(monkeypa
     assert metrics["rollout/longest_session_tokens"] == 7 and metrics["rollout/longest_session_steps"] == 3
 
 
-def test_other_estimators_run_verls_stage(monkeypatch):
+@pytest.mark.parametrize("dense_width", [0, 6])  # stored jagged, or padded wider than the longest response
+def test_other_estimators_run_verls_stage(monkeypatch, dense_width):
     queue = FakeTransferQueue(stored_rows([1, 2, 1, 1, 1]))
     monkeypatch.setattr(trainer, "tq", queue)
     called = []
 
     def verls_stage(self, batch, metrics):  # GRPO's advantage, one per session on each of its response tokens
         called.append(1)
-        put_session_advantages(queue, {"a": 0.7, "b": -0.7})
+        put_session_advantages(queue, {"a": 0.7, "b": -0.7}, dense_width)
 
     monkeypatch.setattr(trainer.PPOTrainerSync, "_compute_advantage", verls_stage)
     metrics = {}

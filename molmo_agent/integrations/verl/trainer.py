@@ -99,9 +99,10 @@ class AgentTrainer(PPOTrainerSync):
         else:
             written = super()._compute_advantage(batch, metrics)
         # one advantage per step sample (its value on each response token), whichever estimator wrote them
-        advantages = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
-                                     select_fields=["advantages"])["advantages"].to_padded_tensor(padding=0.0)
+        stored = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["advantages"])
+        advantages = stored.to_padded_tensor()["advantages"]  # as verl reads its fields back: nested or not
         mask = padded_mask[real]
+        advantages = advantages[:, :mask.shape[1]]
         per_step = (advantages[real] * mask).sum(-1) / mask.sum(-1).clamp(min=1)
         sources = advantage_sources([uids[i] for i in real], [extra_fields[i][WON] for i in real], per_step.tolist())
         metrics.update({f"advantage/{name}": value for name, value in sources.items()})
