@@ -8,6 +8,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 from verl.utils import tensordict_utils as tu
+from verl.utils import torch_functional as verl_F
 from verl.utils.dataset.dataset_utils import DatasetPadMode
 from verl.workers.config import FSDPEngineConfig
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
@@ -35,6 +36,7 @@ def engine(cls: type, model: torch.nn.Module) -> FSDPEngineWithLMHead:
     built = object.__new__(cls)
     built.module, built.engine_config = model, FSDPEngineConfig()
     built.pad_to_length, built.use_ulysses_sp, built.ulysses_sequence_parallel_size = False, False, 1
+    built.compute_entropy_from_logits = verl_F.entropy_from_logits  # verl's packed path calls it
     return built
 
 
@@ -84,12 +86,13 @@ def responses_of(output: torch.Tensor) -> torch.Tensor:
     return response_from_nested(output, nested([[1] * len(r) for r in RESPONSES])).to_padded_tensor(0.0)
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 @pytest.mark.parametrize("layout", ["left-right", "nested", "response mask"])
-def test_log_probs_entropies_and_gradients_at_the_responses_equal_verls(model, layout):
+def test_log_probs_entropies_and_gradients_at_the_responses_equal_verls(model, layout, packed):
     results = {}
     for cls in (FSDPEngineWithLMHead, ResponseLogits):
         model.zero_grad(set_to_none=True)
-        batch = micro_batch(layout)
+        batch = micro_batch(layout, use_remove_padding=packed)
         output_args, output = run(engine(cls, model), batch)
         log_probs, entropy = (responses_of(output[key]) for key in ("log_probs", "entropy"))
         if layout == "left-right":  # the loss reads the same positions its own way
@@ -150,11 +153,12 @@ def test_prompt_positions_read_zero_and_the_engine_says_once_what_it_scores(mode
                     f"({response_logits.SWITCH}=0 scores every position)"]
 
 
-@pytest.mark.parametrize("case", ["switched off", "remove padding", "fused kernels", "sum pi squared",
-                                  "no prompts or nested response mask", "model without the argument"])
+@pytest.mark.parametrize("case", ["switched off", "sequence parallel", "static packed length", "fused kernels",
+                                  "sum pi squared", "no prompts or nested response mask", "model without the argument"])
 def test_every_other_case_takes_verls_path(model, monkeypatch, case):
-    flags = {"remove padding": {"use_remove_padding": True}, "fused kernels": {"use_fused_kernels": True},
-             "sum pi squared": {"calculate_sum_pi_squared": True}}.get(case, {})
+    flags = {"fused kernels": {"use_fused_kernels": True}, "sum pi squared": {"calculate_sum_pi_squared": True},
+             "sequence parallel": {"use_remove_padding": True},
+             "static packed length": {"use_remove_padding": True}}.get(case, {})
     batch = micro_batch(**flags)
     if case == "switched off":
         monkeypatch.setenv(response_logits.SWITCH, "0")
@@ -163,7 +167,9 @@ def test_every_other_case_takes_verls_path(model, monkeypatch, case):
     built = engine(ResponseLogits, model)
     if case == "model without the argument":
         built.__dict__["_model_takes_positions"] = False  # as for any model but ours
-    if case in ("remove padding", "fused kernels"):  # verl's own input preparation needs more than this test builds
+    built.use_ulysses_sp = case == "sequence parallel"
+    built.pad_to_length = case == "static packed length"
+    if case in ("sequence parallel", "static packed length", "fused kernels"):  # verl's own preparation needs more
         assert not built._scores_responses_only(batch)
         return
     model_inputs, output_args = built.prepare_model_inputs(batch)

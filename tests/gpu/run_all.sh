@@ -45,11 +45,10 @@
 #   bench-e2e-rows bench-e2e six times, a row each: verl's behaviour, then our speed changes added one by one
 #                  (chunked log-probs, bf16 reference, reference on the GPU, chunked entropy, response positions
 #                  only); ~15 min a row; BENCH_E2E_ROWS picks some (e.g. "1 2 3" on one GPU's lane, "4 5 6" on
-#                  the other's); rows 7 to 9 (response positions off: verl's remove-padding path) run only when
-#                  named:
-#                  packed sequences (verl's use_remove_padding: no pad tokens in the actor's passes) on SDPA's
-#                  dense mask, on flex attention's block mask, then with micro-batches by token count and fused
-#                  AdamW
+#                  the other's); rows 7 to 9, on top of row 6, run only when named: packed sequences (verl's
+#                  use_remove_padding: no pad tokens in the actor's passes, response positions still scored alone)
+#                  on SDPA's dense mask, on flex attention's block mask, then with micro-batches by token count and
+#                  fused AdamW
 #   bench-overlap  bench/rollout_overlap.py: our agent loop vs a lock-step loop, 4b-shape, same games
 # Time limit of each stage in seconds: TINY_S (540; 900 for tiny-tp2, three engines of two GPUs), E2E_S (540 per
 # run, two runs), SFT_S (540 per phase, three), FOURB_S (360), BENCH_S (720), BENCH_E2E_S (1800), OVERLAP_S (1200).
@@ -186,9 +185,9 @@ for stage in "${stages[@]}"; do
       # label | MOLMO_AGENT_FAST_LOGPROBS, _FAST_ENTROPY, _REF_ON_GPU, _RESPONSE_LOGITS | Hydra overrides
       bench_inputs && for row in "baseline|0|0|0|0|$ref32" "chunked log-probs|1|0|0|0|$ref32" \
                  "bf16 reference|1|0|0|0|" "reference on the GPU|1|0|1|0|" "chunked entropy|1|1|1|0|" \
-                 "response positions only|1|1|1|1|" "packed sequences|1|1|1|0|$packed" \
-                 "packed, flex attention|1|1|1|0|$packed $flex" \
-                 "packed, flex, dynamic batches, fused AdamW|1|1|1|0|$packed $flex $dynamic $fused"; do
+                 "response positions only|1|1|1|1|" "packed sequences|1|1|1|1|$packed" \
+                 "packed, flex attention|1|1|1|1|$packed $flex" \
+                 "packed, flex, dynamic batches, fused AdamW|1|1|1|1|$packed $flex $dynamic $fused"; do
         IFS='|' read -r label fast entropy on_gpu responses overrides <<< "$row"
         # BENCH_E2E_ROWS (e.g. "1 2"): only those rows, so that two GPUs' lanes can share them
         [[ " ${BENCH_E2E_ROWS:-1 2 3 4 5 6} " == *" $(( ++row_number )) "* ]] || continue

@@ -1,14 +1,15 @@
-"""The LM head, the log-probs and the entropy at the response positions only, in verl's padded FSDP path.
+"""The LM head, the log-probs and the entropy at the response positions only, in verl's FSDP engine.
 
-Without remove-padding, verl's FSDP engine computes the logits of every position of a micro-batch, padding
-included, then the log-probability and entropy of every real one; the actor's loss and the old and reference
-log-probs then read the response positions alone (verl's `no_padding_2_padding`). An ALFWorld step sample is a
+verl's FSDP engine computes the logits of every position of a micro-batch (padding included, without
+remove-padding), then the log-probability and entropy of every real one; the actor's loss and the old and
+reference log-probs then read the response positions alone (verl's `no_padding_2_padding`). An ALFWorld step sample is a
 prompt of ~470 tokens and an answer of ~37, so on Molmo2's 151,936-entry vocabulary most of the head's matmul
 and nearly all the vocabulary-sized work serve positions nobody reads. When a micro-batch carries its prompts and
 responses and the model takes `logits_positions` (our Molmo2), this engine asks it for the response positions'
 logits only, [N, vocab], and returns log-probs and entropies in verl's layout: nested (sequence,) tensors, zero
-at the positions it skipped. verl's SFT trainer runs the same engine on batches with a loss mask instead: there
-the positions are those its loss reads. Everything else (remove-padding, fused kernels, distillation, sum of
+at the positions it skipped, padded or packed (remove-padding: the sequences one after another in one row).
+verl's SFT trainer runs the same engine on batches with a loss mask instead: there the positions are those its
+loss reads. Everything else (sequence parallelism, a static packed length, fused kernels, distillation, sum of
 squared probabilities, another model, a micro-batch that says neither) takes verl's path unchanged.
 
 A sample's sequence is its prompt then its response; the log-prob of token t + 1 sits at position t, so the
@@ -104,7 +105,9 @@ class ResponseLogits(FSDPEngineWithLMHead):
     def _scores_responses_only(self, micro_batch: TensorDict) -> bool:
         if os.environ.get(SWITCH, "1") == "0":
             return False
-        if tu.get_non_tensor_data(data=micro_batch, key="use_remove_padding", default=True):
+        # packed sequences whole, as one row: sequence parallelism slices them and a static pad lengthens them
+        if tu.get_non_tensor_data(data=micro_batch, key="use_remove_padding", default=True) and (
+                self.use_ulysses_sp or self.pad_to_length):
             return False
         pad_mode = tu.get_non_tensor_data(data=micro_batch, key="pad_mode", default=DatasetPadMode.NO_PADDING)
         if pad_mode != DatasetPadMode.NO_PADDING or any(
@@ -118,8 +121,12 @@ class ResponseLogits(FSDPEngineWithLMHead):
         if flat is not None:
             offsets = micro_batch["input_ids"].offsets()
             rows = torch.searchsorted(offsets, flat, right=True) - 1  # the sequence each position is in
-            mask = torch.zeros(model_inputs["input_ids"].shape, dtype=torch.bool, device=flat.device)  # [B, L]
-            mask[rows, flat - offsets[rows]] = True  # row-major, as `flat`: the order of the model's [N, vocab]
+            # [B, L] right-padded, or [1, total] packed; row-major like `flat`: the order of the model's [N, vocab]
+            mask = torch.zeros(model_inputs["input_ids"].shape, dtype=torch.bool, device=flat.device)
+            if "temperature_rmpad" in output_args:  # packed: position = packed index
+                mask[0, flat] = True
+            else:
+                mask[rows, flat - offsets[rows]] = True
             model_inputs["logits_positions"] = mask
             output_args[POSITIONS] = (rows, flat)
             if not getattr(self, "_said_so", False):
@@ -132,8 +139,11 @@ class ResponseLogits(FSDPEngineWithLMHead):
         if POSITIONS not in output_args:
             return super().prepare_model_outputs(output, output_args, micro_batch, logits_processor_func)
         rows, flat = output_args[POSITIONS]
+        # each scored position's sample temperature: per packed token, or per sample
+        temperature = (output_args["temperature_rmpad"][flat] if "temperature_rmpad" in output_args
+                       else output_args["temperature"][rows])
         logits = transformer_impl._scale_logits_by_temperature(
-            output.logits, output_args["temperature"][rows].unsqueeze(-1),  # [N, vocab] / [N, 1]
+            output.logits, temperature.unsqueeze(-1),  # [N, vocab] / [N, 1]
             is_unit_temperature=output_args.get("temperature_is_one", False))
         cu_seqlens = micro_batch["input_ids"].offsets()
         labels = output_args["input_ids_rmpad_rolled"][flat]  # the next token of each scored position
