@@ -106,6 +106,7 @@ def test_gigpo_advantage_stage_writes_step_advantages_and_skips_padding(monkeypa
     # A_S = +5.25 / -5.25; all other anchors are alone (A_S = 0).
     assert per_step[:5] == pytest.approx([10.5, 5.25, -10.5, -5.25, -5.25])
     assert per_step[5] == 0.0  # padding has no advantage
+    assert torch.equal(queue.data["returns"].values(), queue.data["advantages"].values())  # no critic: returns = A
     assert metrics["env/anchor_group_share"] == pytest.approx(2 / 5)
     assert metrics["env/success_rate"] == 0.5
     assert metrics["env/invalid_action_rate"] == pytest.approx(1 / 5)

@@ -89,39 +89,37 @@ class AgentTrainer(PPOTrainerSync):
         sessions = self.config.data.train_batch_size * self.config.actor_rollout_ref.rollout.n
         response_mask = data["response_mask"]
         padded_mask = response_mask.to_padded_tensor(padding=0)
-        metrics.update(episode_metrics([uids[i] for i in real], [extra_fields[i] for i in real], sessions))
+        # verl pads the batch with copies of a real sample (masked out): no metric or GiGPO step may count them
+        real_uids, real_fields, real_mask = [uids[i] for i in real], [extra_fields[i] for i in real], padded_mask[real]
+        metrics.update(episode_metrics(real_uids, real_fields, sessions))
         self.env_steps += len(real)  # one step sample per agent action
         metrics["env/steps"], metrics["env/cumulative_steps"] = len(real), self.env_steps
-        metrics.update(session_time_metrics([extra_fields[i] for i in real]))
-        metrics.update(longest_session_metrics([extra_fields[i] for i in real], padded_mask[real].sum(-1).tolist()))
+        metrics.update(session_time_metrics(real_fields))
+        metrics.update(longest_session_metrics(real_fields, real_mask.sum(-1).tolist()))
         if self.config.algorithm.adv_estimator == GIGPO:
-            written = self._write_gigpo_advantages(batch, real, uids, extra_fields, response_mask, metrics)
+            advantages = torch.zeros_like(padded_mask, dtype=torch.float32)
+            advantages[real] = self._gigpo_advantages(real_uids, real_fields, real_mask, metrics)
+            nested = response_to_nested(advantages, response_mask)
+            # returns equal the advantages, as verl's GRPO writes them: no critic learns from them
+            written = tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
+                                      fields=TensorDict({"advantages": nested, "returns": nested.clone()},
+                                                        batch_size=len(batch)))
         else:
             written = super()._compute_advantage(batch, metrics)
-        # one advantage per step sample (its value on each response token), whichever estimator wrote them
-        stored = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["advantages"])
-        advantages = stored.to_padded_tensor()["advantages"]  # as verl reads its fields back: nested or not
-        mask = padded_mask[real]
-        advantages = advantages[:, :mask.shape[1]]
-        per_step = (advantages[real] * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-        sources = advantage_sources([uids[i] for i in real], [extra_fields[i][WON] for i in real], per_step.tolist())
+            stored = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["advantages"])
+            # as verl reads its fields back (nested or padded), cut to the response width
+            advantages = stored.to_padded_tensor()["advantages"][:, :padded_mask.shape[1]]
+        # one advantage per step sample: its value on each of its response tokens
+        per_step = (advantages[real] * real_mask).sum(-1) / real_mask.sum(-1).clamp(min=1)
+        sources = advantage_sources(real_uids, [fields[WON] for fields in real_fields], per_step.tolist())
         metrics.update({f"advantage/{name}": value for name, value in sources.items()})
         return written
 
-    def _write_gigpo_advantages(self, batch: KVBatchMeta, real: list[int], uids: list[str],
-                                extra_fields: list[dict], response_mask: torch.Tensor, metrics: dict) -> KVBatchMeta:
-        """GiGPO's advantages and returns of the real step samples, written to TransferQueue (0 on padding)."""
+    def _gigpo_advantages(self, uids: list[str], extra_fields: list[dict], response_mask: torch.Tensor,
+                          metrics: dict) -> torch.Tensor:
+        """GiGPO's advantages (R, response_length) of R real step samples, from their uids, extra fields and
+        padded response mask (R, response_length); its episode-return metrics go to `metrics`."""
         assert not self.config.algorithm.use_kl_in_reward, "refused for GiGPO by validate.check_algorithm"
-        padded_mask = response_mask.to_padded_tensor(padding=0)
-        # verl pads the batch with copies of a real sample (masked out); GiGPO must not count them as steps.
-        step_data = gigpo_batch([uids[i] for i in real], [extra_fields[i] for i in real], padded_mask[real])
-        step_data = write_gigpo_advantages(step_data, self.config.algorithm)
+        step_data = write_gigpo_advantages(gigpo_batch(uids, extra_fields, response_mask), self.config.algorithm)
         metrics.update(step_data.meta_info["metrics"])
-
-        advantages = torch.zeros_like(padded_mask, dtype=torch.float32)
-        returns = torch.zeros_like(padded_mask, dtype=torch.float32)
-        advantages[real] = step_data.batch["advantages"].to(torch.float32)
-        returns[real] = step_data.batch["returns"].to(torch.float32)
-        output = TensorDict({"advantages": response_to_nested(advantages, response_mask),
-                             "returns": response_to_nested(returns, response_mask)}, batch_size=len(batch))
-        return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=output)
+        return step_data.batch["advantages"].to(torch.float32)
