@@ -115,7 +115,8 @@ def sft_micro_batch() -> TensorDict:
     """The three samples as verl's SFT trainer hands them to the engine (our PromptResponseDataset's rows): nested
     sequences, positions and loss mask (the responses), one temperature for all."""
     sequences = [p + r for p, r in zip(PROMPTS, RESPONSES)]
-    batch = TensorDict({"input_ids": nested(sequences), "position_ids": nested([list(range(len(s))) for s in sequences]),
+    batch = TensorDict({"input_ids": nested(sequences),
+                        "position_ids": nested([list(range(len(s))) for s in sequences]),
                         "loss_mask": nested([[0] * len(p) + [1] * len(r) for p, r in zip(PROMPTS, RESPONSES)])},
                        batch_size=[len(sequences)])
     tu.assign_non_tensor(batch, use_remove_padding=False, pad_mode=DatasetPadMode.NO_PADDING, temperature=1.0,

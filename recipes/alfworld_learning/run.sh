@@ -53,9 +53,9 @@
 #   MAX_PROMPT [1024] MAX_RESPONSE [128]  token limits of the SFT rows and of the RL runs alike: the expert's
 #                   demonstrations of the 200/50/50 games have prompts of at most 974 tokens and answers of at most
 #                   52, and verl pads every step sample to MAX_PROMPT + MAX_RESPONSE, so larger limits cost compute
-#   MICRO_BATCH [64 / N_GPUS from a PRESET, the config's with MODEL_PATH]  per-GPU micro-batch of the update (log-prob
-#                   passes take twice it); the from-scratch presets are small enough for large ones (the small
-#                   preset's trainer peaked at 4.2 GB with 16, its response positions scored alone)
+#   MICRO_BATCH [64 / N_GPUS from a PRESET, the config's with MODEL_PATH]  per-GPU micro-batch of the update
+#                   (log-prob passes take twice it); the from-scratch presets are small enough for large ones (the
+#                   small preset's trainer peaked at 4.2 GB with 16, its response positions scored alone)
 #   SFT_ARGS, RL_ARGS  extra Hydra overrides (space-separated) of the SFT and of every RL run
 #   RAY_STOP [1]    `ray stop --force` before each RL run (a run stopped by a time limit leaves Ray behind); 0 when
 #                   other Ray jobs share the node
