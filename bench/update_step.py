@@ -4,20 +4,26 @@ Without remove-padding, verl's FSDP engine runs each micro-batch as: the model's
 (batch, sequence) ids, the entropy and the log-probabilities of every position from the (batch, sequence, vocab)
 logits, the loss, the backward. This bench runs that math on one device without verl's workers, on real rows:
 prompt and response ids of the recipe's SFT parquet (data/sft/<split>.parquet), fp32 parameters under bf16
-autocast with gradient checkpointing (FSDP's mixed precision on a GPU; fp32 on the CPU). Three variants:
+autocast (FSDP's mixed precision on a GPU; fp32 on the CPU). Four variants, the first three with gradient
+checkpointing (the config's default):
 
 - `verl`: verl's entropy (`verl.utils.torch_functional.entropy_from_logits`), our chunked log-probs (verl's
   per-row loop is bench/logprobs.py's subject);
 - `chunked`: our chunked entropy as well (the plugin's default);
 - `response_only`: both of ours, the LM head and everything after it at the response positions alone (what the
-  plugin's engine does, integrations/verl/response_logits.py; the loss only reads those positions).
+  plugin's engine does, integrations/verl/response_logits.py; the loss only reads those positions);
+- `response_only_no_checkpointing`: the same without gradient checkpointing (the backward then reuses the
+  forward's activations instead of running it again: worth it when they fit, as a small model's do).
+
+Rows are padded to the micro-batch's longest; `--pad-to N` pads them to N tokens instead, as the RL update sees
+them (verl's agent loop pads every step sample to max_prompt_length + max_response_length).
 
 Per variant: the median milliseconds of each stage over --steps micro-batches (after one warm-up), synchronized
 between stages, and the peak memory; the variants' response log-probs are checked equal. On a GPU, the profiler's
 top kernels of one `chunked` micro-batch. Written to bench/results/update_step_<machine>.json.
 
     python bench/update_step.py --model CKPT --rows data/sft/train.parquet [--batch 16] [--steps 5]
-        [--device cuda --machine h200]
+        [--pad-to 1152] [--device cuda --machine h200]
 """
 import argparse
 import contextlib
@@ -45,15 +51,22 @@ ROOT = Path(__file__).resolve().parents[1]
 ENTROPY_COEFF = 0.001  # the config's actor.entropy_coeff
 STAGES = ("forward", "entropy", "log_probs", "backward")
 PAD_ID = 0  # masked out and never scored: its value does not matter
-VARIANTS = {"verl": (torch_functional.entropy_from_logits, False), "chunked": (entropy_from_logits, False),
-            "response_only": (entropy_from_logits, True)}
+# name: (entropy function, response positions only, gradient checkpointing)
+VARIANTS = {"verl": (torch_functional.entropy_from_logits, False, True),
+            "chunked": (entropy_from_logits, False, True),
+            "response_only": (entropy_from_logits, True, True),
+            "response_only_no_checkpointing": (entropy_from_logits, True, False)}
 
 
-def micro_batch(rows: pd.DataFrame, device: str) -> dict[str, torch.Tensor]:
-    """Right-padded ids (B, L) of prompt + response, their attention mask, and the engine's response positions
-    (B, L): those whose next token is a response token, where the loss reads log-probs."""
+def micro_batch(rows: pd.DataFrame, device: str, pad_to: int | None = None) -> dict[str, torch.Tensor]:
+    """Right-padded ids (B, L) of prompt + response (L: the longest row, or `pad_to`), their attention mask,
+    and the engine's response positions (B, L): those whose next token is a response token, where the loss
+    reads log-probs."""
     sequences = [list(p) + list(r) for p, r in zip(rows.prompt_ids, rows.response_ids)]
-    ids = torch.full((len(sequences), max(map(len, sequences))), PAD_ID, dtype=torch.long)
+    longest = max(map(len, sequences))
+    if pad_to is not None and pad_to < longest:
+        sys.exit(f"--pad-to {pad_to} is shorter than a row of {longest} tokens")
+    ids = torch.full((len(sequences), pad_to or longest), PAD_ID, dtype=torch.long)
     attention = torch.zeros_like(ids, dtype=torch.bool)
     for row, sequence in enumerate(sequences):
         ids[row, :len(sequence)] = torch.tensor(sequence)
@@ -125,6 +138,8 @@ def main() -> None:
     parser.add_argument("--rows", required=True, help="an SFT parquet with prompt_ids and response_ids")
     parser.add_argument("--batch", type=int, default=16, help="rows a micro-batch (the recipe's MICRO_BATCH)")
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--pad-to", type=int, help="pad every row to this many tokens (the RL update's "
+                        "max_prompt_length + max_response_length) instead of the micro-batch's longest")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--machine", default="cpu2", help="name for bench/results/update_step_<machine>.json")
     parser.add_argument("--out", help="the result file (default: bench/results/update_step_<machine>.json)")
@@ -136,26 +151,27 @@ def main() -> None:
     if len(rows) < args.batch:
         sys.exit(f"{args.rows} has {len(rows)} rows, fewer than --batch {args.batch}")
     model = Molmo2ForConditionalGeneration.from_pretrained(args.model, torch_dtype=torch.float32).to(args.device)
-    model.gradient_checkpointing_enable()
     model.train()
     draws = [rows.sample(args.batch, random_state=seed) for seed in range(args.steps + 1)]
-    batches = [micro_batch(draw, args.device) for draw in draws]
+    batches = [micro_batch(draw, args.device, args.pad_to) for draw in draws]
 
     result = {"bench": "update_step", "command": "python bench/update_step.py " + " ".join(sys.argv[1:]),
               "parameters": {**vars(args), "entropy_coeff": ENTROPY_COEFF,
-                             "autocast": "bf16" if on_gpu else "none (fp32)", "gradient_checkpointing": True},
+                             "autocast": "bf16" if on_gpu else "none (fp32)"},
               "tokens": {"per_micro_batch_padded": [int(b["input_ids"].numel()) for b in batches[1:]],
                          "per_micro_batch_real": [int(b["attention_mask"].sum()) for b in batches[1:]],
                          "per_micro_batch_scored": [int(b["scored"].sum()) for b in batches[1:]]},
               "variants": {}}
     log_probs = {}
-    for name, (entropy_fn, response_only) in VARIANTS.items():
+    for name, (entropy_fn, response_only, checkpointing) in VARIANTS.items():
+        (model.gradient_checkpointing_enable if checkpointing else model.gradient_checkpointing_disable)()
         if on_gpu:
             torch.cuda.reset_peak_memory_stats()
         times = [step(model, batch, entropy_fn, response_only, clock) for batch in batches][1:]  # 1st: warm-up
         log_probs[name] = torch.cat([t[1] for t in times]).float()
         medians = {stage: 1e3 * statistics.median(t[0][stage] for t in times) for stage in STAGES}
-        result["variants"][name] = {"median_ms": {**medians, "total": sum(medians.values())},
+        result["variants"][name] = {"gradient_checkpointing": checkpointing,
+                                    "median_ms": {**medians, "total": sum(medians.values())},
                                     "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None}
         stages = result["variants"][name]["median_ms"]
         print(f"{name:>14}: " + "  ".join(f"{k} {v:8.1f} ms" for k, v in stages.items()), flush=True)
@@ -163,6 +179,7 @@ def main() -> None:
     result["log_probs_equal"] = all(torch.allclose(log_probs[name], log_probs["chunked"], atol=tolerance)
                                     for name in VARIANTS)
     if on_gpu:
+        model.gradient_checkpointing_enable()  # as the `chunked` variant ran
         result["top_kernels_chunked"] = top_kernels(model, batches[1])
     result.update(torch=torch.__version__, python=platform.python_version(),
                   device=torch.cuda.get_device_name() if on_gpu else platform.machine())

@@ -31,6 +31,24 @@ def test_micro_batch_scores_the_positions_that_predict_response_tokens():
         assert int(batch["attention_mask"][row].sum()) == len(prompt) + len(response)
 
 
+def test_pad_to_pads_every_row_as_the_rl_update_sees_it():
+    frame = rows(3)
+    padded, longest = update_step.micro_batch(frame, "cpu", pad_to=20), update_step.micro_batch(frame, "cpu")
+    assert padded["input_ids"].shape == (3, 20)
+    assert torch.equal(padded["input_ids"][:, :13], longest["input_ids"])
+    assert torch.equal(padded["scored"][:, :13], longest["scored"]) and not padded["scored"][:, 13:].any()
+    assert int(padded["attention_mask"].sum()) == int(longest["attention_mask"].sum())
+
+
+def test_a_pad_shorter_than_a_row_is_refused_by_name(molmo2_dir, tmp_path):
+    parquet = tmp_path / "rows.parquet"
+    rows(3).to_parquet(parquet)
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "update_step.py"), "--model", str(molmo2_dir),
+                           "--rows", str(parquet), "--batch", "3", "--pad-to", "10", "--out", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "--pad-to 10 is shorter than a row of 13 tokens" in done.stderr
+
+
 def test_a_run_times_every_stage_of_every_variant(molmo2_dir, tmp_path):
     parquet, out = tmp_path / "rows.parquet", tmp_path / "result.json"
     rows(4).to_parquet(parquet)
@@ -40,7 +58,8 @@ def test_a_run_times_every_stage_of_every_variant(molmo2_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["log_probs_equal"] is True
-    assert set(result["variants"]) == {"verl", "chunked", "response_only"}
+    assert set(result["variants"]) == {"verl", "chunked", "response_only", "response_only_no_checkpointing"}
+    assert [v["gradient_checkpointing"] for v in result["variants"].values()] == [True, True, True, False]
     for variant in result["variants"].values():
         assert set(variant["median_ms"]) == {*update_step.STAGES, "total"}
         assert all(ms > 0 for ms in variant["median_ms"].values())
