@@ -42,12 +42,14 @@ def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, t
         assert config.trainer.validation_data_dir == str(work / "runs" / f"{name}_seed3" / "validation")
         assert config.actor_rollout_ref.rollout.val_kwargs.n == 1
         assert config.actor_rollout_ref.rollout.val_kwargs.temperature == 0.5
-        # a from-scratch preset: short padded samples, large micro-batches that split each GPU's share evenly
+        # a from-scratch preset: short padded samples, large micro-batches that split each GPU's share evenly,
+        # activations kept for the backward (small enough to fit; recomputing them costs a third of the update)
         assert (config.data.max_prompt_length, config.data.max_response_length) == (1024, 128)
         assert config.trainer.n_gpus_per_node == gpus
         assert config.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu == 64 // gpus
         assert config.actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu == 128 // gpus
         assert config.actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu == 128 // gpus
+        assert config.actor_rollout_ref.model.enable_gradient_checkpointing is False
     gigpo, grpo = configs["gigpo"], configs["grpo"]
     assert gigpo.algorithm.adv_estimator == "gigpo" and gigpo.algorithm.gigpo.mode == "mean_std_norm"
     assert grpo.algorithm.adv_estimator == "grpo" and grpo.algorithm.norm_adv_by_std_in_grpo is True
@@ -57,6 +59,23 @@ def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, t
     assert differing == {"algorithm.adv_estimator", "algorithm.gigpo.mode", "env.reward_invalid_penalty",
                          "trainer.experiment_name", "actor_rollout_ref.rollout.trace.experiment_name",
                          "trainer.default_local_dir", "trainer.validation_data_dir"}
+
+
+def test_a_named_model_keeps_the_configs_batch_shape(model_dir, data_dir, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "data").symlink_to(data_dir)
+    (work / "sft_model").symlink_to(model_dir)
+    env = {**os.environ, "WORK": str(work), "DRY_RUN": "1", "PYTHON": sys.executable, "SEEDS": "0",
+           "MODEL_PATH": str(model_dir)}
+    done = subprocess.run(["bash", str(RECIPE), "rl-gigpo"], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = OmegaConf.load(work / "runs" / "gigpo_seed0" / "config.yaml")
+    default = OmegaConf.load(ROOT / "molmo_agent" / "config" / "alfworld_gigpo.yaml").actor_rollout_ref
+    assert config.actor_rollout_ref.model.enable_gradient_checkpointing is True
+    assert (config.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu
+            == default.actor.ppo_micro_batch_size_per_gpu)
 
 
 def _flat(config) -> dict:
