@@ -76,9 +76,10 @@ def test_the_committed_result_file_takes_rows():
 
 
 def test_the_bench_switches_are_the_plugins():
-    from molmo_agent.integrations.verl import entropy, logprobs, reference, response_logits
+    from molmo_agent.integrations.verl import entropy, length_sorted, logprobs, reference, response_logits
 
-    assert e2e.SWITCHES == (logprobs.SWITCH, entropy.SWITCH, reference.SWITCH, response_logits.SWITCH)
+    assert e2e.SWITCHES == (logprobs.SWITCH, entropy.SWITCH, reference.SWITCH, response_logits.SWITCH,
+                            length_sorted.SWITCH)
 
 
 def test_sokoban_rows_count_one_pictures_image_tokens_per_step(molmo2_dir):

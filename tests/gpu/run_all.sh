@@ -38,14 +38,15 @@
 #                  BENCH_E2E_ARGS passed on (e.g. Hydra overrides); one GPU needs an H200 (an 80 GB GPU is
 #                  refused: AdamW's update needs ~90 GiB). A baseline row of verl's own behaviour:
 #                  MOLMO_AGENT_FAST_LOGPROBS=0 MOLMO_AGENT_FAST_ENTROPY=0 MOLMO_AGENT_REF_ON_GPU=0
-#                  MOLMO_AGENT_RESPONSE_LOGITS=0 BENCH_E2E_LABEL=baseline
+#                  MOLMO_AGENT_RESPONSE_LOGITS=0 MOLMO_AGENT_SORT_MICRO_BATCHES=0 BENCH_E2E_LABEL=baseline
 #                  BENCH_E2E_ARGS=actor_rollout_ref.ref.fsdp_config.model_dtype=fp32 tests/gpu/run_all.sh bench-e2e
 #   bench-e2e-sokoban  bench-e2e on visual Sokoban (B=8, G=4, 15 steps, one picture a step): stage times and
 #                  image tokens per step -> bench/results/e2e_sokoban_<gpu>.json
-#   bench-e2e-rows bench-e2e six times, a row each: verl's behaviour, then our speed changes added one by one
+#   bench-e2e-rows bench-e2e seven times, a row each: verl's behaviour, then our speed changes added one by one
 #                  (chunked log-probs, bf16 reference, reference on the GPU, chunked entropy, response positions
-#                  only); ~15 min a row; BENCH_E2E_ROWS picks some (e.g. "1 2 3" on one GPU's lane, "4 5 6" on
-#                  the other's); rows 7 to 9, on top of row 6, run only when named: packed sequences (verl's
+#                  only, micro-batches sorted by length); ~15 min a row; BENCH_E2E_ROWS picks some (e.g. "1 2 3" on
+#                  one GPU's lane, "4 5 6 7" on the other's); rows 8 to 10, on top of row 7, run only when named:
+#                  packed sequences (verl's
 #                  use_remove_padding: no pad tokens in the actor's passes, response positions still scored alone)
 #                  on SDPA's dense mask, on flex attention's block mask, then with micro-batches by token count and
 #                  fused AdamW
@@ -182,18 +183,20 @@ for stage in "${stages[@]}"; do
       flex=actor_rollout_ref.model.override_config.attn_implementation=flex_attention
       # micro-batches by token count (the log-prob passes follow the actor's), AdamW's fused kernel
       dynamic=actor_rollout_ref.actor.use_dynamic_bsz=True fused=actor_rollout_ref.actor.optim.override_optimizer_config={fused:true}
-      # label | MOLMO_AGENT_FAST_LOGPROBS, _FAST_ENTROPY, _REF_ON_GPU, _RESPONSE_LOGITS | Hydra overrides
-      bench_inputs && for row in "baseline|0|0|0|0|$ref32" "chunked log-probs|1|0|0|0|$ref32" \
-                 "bf16 reference|1|0|0|0|" "reference on the GPU|1|0|1|0|" "chunked entropy|1|1|1|0|" \
-                 "response positions only|1|1|1|1|" "packed sequences|1|1|1|1|$packed" \
-                 "packed, flex attention|1|1|1|1|$packed $flex" \
-                 "packed, flex, dynamic batches, fused AdamW|1|1|1|1|$packed $flex $dynamic $fused"; do
-        IFS='|' read -r label fast entropy on_gpu responses overrides <<< "$row"
+      # label | MOLMO_AGENT_FAST_LOGPROBS, _FAST_ENTROPY, _REF_ON_GPU, _RESPONSE_LOGITS, _SORT_MICRO_BATCHES |
+      # Hydra overrides
+      bench_inputs && for row in "baseline|0|0|0|0|0|$ref32" "chunked log-probs|1|0|0|0|0|$ref32" \
+                 "bf16 reference|1|0|0|0|0|" "reference on the GPU|1|0|1|0|0|" "chunked entropy|1|1|1|0|0|" \
+                 "response positions only|1|1|1|1|0|" "micro-batches sorted by length|1|1|1|1|1|" \
+                 "packed sequences|1|1|1|1|1|$packed" "packed, flex attention|1|1|1|1|1|$packed $flex" \
+                 "packed, flex, dynamic batches, fused AdamW|1|1|1|1|1|$packed $flex $dynamic $fused"; do
+        IFS='|' read -r label fast entropy on_gpu responses sorted overrides <<< "$row"
         # BENCH_E2E_ROWS (e.g. "1 2"): only those rows, so that two GPUs' lanes can share them
-        [[ " ${BENCH_E2E_ROWS:-1 2 3 4 5 6} " == *" $(( ++row_number )) "* ]] || continue
+        [[ " ${BENCH_E2E_ROWS:-1 2 3 4 5 6 7} " == *" $(( ++row_number )) "* ]] || continue
         # shellcheck disable=SC2086  # the overrides are words
         MOLMO_AGENT_FAST_LOGPROBS=$fast MOLMO_AGENT_FAST_ENTROPY=$entropy MOLMO_AGENT_REF_ON_GPU=$on_gpu \
-          MOLMO_AGENT_RESPONSE_LOGITS=$responses timeout "${BENCH_E2E_S:-1800}" \
+          MOLMO_AGENT_RESPONSE_LOGITS=$responses MOLMO_AGENT_SORT_MICRO_BATCHES=$sorted \
+          timeout "${BENCH_E2E_S:-1800}" \
           python3 bench/e2e.py --model "$FOURB" --work "$BENCH_WORK" --label "$label" $overrides ||
           { row_status=$?; break; }
       done && [ "${row_status:-0}" -eq 0 ] || (exit "${row_status:-1}") ;;

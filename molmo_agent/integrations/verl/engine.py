@@ -1,5 +1,6 @@
 """The FSDP language-model engine the plugin gives verl: verl's, with a reference model that stays on the GPU
-(reference.py) and the LM head and what follows it at the response positions only (response_logits.py).
+(reference.py), the LM head and what follows it at the response positions only (response_logits.py), and
+micro-batches of neighbouring lengths on the padded path (length_sorted.py).
 
 It is registered in verl's engine registry for NVIDIA GPUs (the vendor-specific key, looked up before the
 device-wide one), so every FSDP language-model engine on them is ours.
@@ -9,7 +10,7 @@ import logging
 
 from verl.workers.engine import EngineRegistry
 
-from molmo_agent.integrations.verl import reference, response_logits
+from molmo_agent.integrations.verl import length_sorted, reference, response_logits
 
 logger = logging.getLogger(__name__)
 
@@ -17,9 +18,10 @@ BACKENDS = ("fsdp", "fsdp2")
 DEVICE, VENDOR = "cuda", "nvidia"
 
 
-class MolmoAgentFSDPEngine(response_logits.ResponseLogits, reference.FSDPEngineWithGpuReference):
-    """verl's FSDPEngineWithLMHead with both changes; each keeps its own switch (`reference.SWITCH`,
-    `response_logits.SWITCH`)."""
+class MolmoAgentFSDPEngine(length_sorted.LengthSortedMicroBatches, response_logits.ResponseLogits,
+                           reference.FSDPEngineWithGpuReference):
+    """verl's FSDPEngineWithLMHead with the three changes; each keeps its own switch (`reference.SWITCH`,
+    `response_logits.SWITCH`, `length_sorted.SWITCH`)."""
 
 
 @functools.cache
@@ -29,4 +31,5 @@ def register_engine() -> None:
                             vendor=VENDOR)(MolmoAgentFSDPEngine)
     logger.info("verl's FSDP language-model engine on %s GPUs: molmo_agent's MolmoAgentFSDPEngine (reference "
                 "offloaded only when its config asks, %s=0 restores verl's forced offload; response positions "
-                "scored alone, %s=0 scores every position)", VENDOR, reference.SWITCH, response_logits.SWITCH)
+                "scored alone, %s=0 scores every position; padded micro-batches of neighbouring lengths, %s=0 "
+                "keeps arrival order)", VENDOR, reference.SWITCH, response_logits.SWITCH, length_sorted.SWITCH)
