@@ -228,6 +228,21 @@ def sft_sha256(path: Path) -> str | None:
     return read_sums(path)[WEIGHTS] if path.is_file() else weights_sha256(path)
 
 
+def sft_checkpoints(models: list[str]) -> str | dict[str, str] | None:
+    """The SFT weights' digest, or {seed: digest} from SEED:PATH arguments (one checkpoint per seed)."""
+    if not models:
+        return None
+    if len(models) == 1 and ":" not in models[0]:
+        return sft_sha256(Path(models[0]))
+    by_seed = {}
+    for text in models:
+        seed, _, path = text.partition(":")
+        if not seed.isdigit() or not path:
+            raise SystemExit(f"--sft-model {text!r}: with several checkpoints, each is SEED:PATH")
+        by_seed[seed] = sft_sha256(Path(path))
+    return by_seed
+
+
 def sft_eval(path: Path) -> dict[str, Any] | None:
     """The recipe's sft-eval stage: the SFT checkpoint's success per split (eval_alfworld.sh's JSON), if run."""
     if not path.is_file():
@@ -257,8 +272,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group-size", type=int, required=True, help="sessions per game, G")
     parser.add_argument("--work", type=Path, required=True, help="the recipe's WORK (data/, stage_seconds/)")
     parser.add_argument("--model", type=Path, help="the checkpoint SFT started from")
-    parser.add_argument("--sft-model", type=Path, help="the SFT checkpoint the runs started from, or the "
-                        "SHA256SUMS of its parts (checkpoint_parts split), which records its weights' digest")
+    parser.add_argument("--sft-model", action="append", default=[], help="the SFT checkpoint the runs started "
+                        "from, or the SHA256SUMS of its parts (checkpoint_parts split), which records its weights' "
+                        "digest; given once per seed as SEED:PATH where the seeds ran on machines of their own "
+                        "(each SFT run makes another checkpoint)")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--sft-source", choices=("walkthrough", "expert", "mixed"), default="mixed",
                         help="the demonstrations SFT learned from (the recipe's SFT_SOURCE)")
@@ -297,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": {"preset": args.preset, **((parameter_counts(args.model) if args.model else None) or {})},
         "games": games(args.work / "data", args.games_seed),
         "sft": {"source": args.sft_source, **sft_selection(args.work / "sft_selection.json"),
-                "checkpoint_sha256": sft_sha256(args.sft_model) if args.sft_model else None,
+                "checkpoint_sha256": sft_checkpoints(args.sft_model),
                 **sft_level, "level": "the mean iteration-0 validation of the runs",
                 "eval": sft_eval(args.work / "sft_eval.json")},
         "eval": {"temperature": args.temperature},

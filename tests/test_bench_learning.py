@@ -253,3 +253,15 @@ def test_a_runs_episode_files_from_several_sessions_are_merged(tmp_path, monkeyp
                    *logs, "--episodes", f"gigpo:0:{session(tmp_path / 'a.jsonl.gz', 0, [1.0, 0.0])}",
                    f"gigpo:0:{session(tmp_path / 'b.jsonl.gz', 2, [0.0, 1.0])}"])
     assert captured["outcomes"] == {("gigpo", 0): {0: {"egg": 1.0, "mug": 0.0}, 2: {"egg": 0.0, "mug": 1.0}}}
+
+
+def test_seeds_from_machines_of_their_own_record_a_checkpoint_each(tmp_path):
+    sums = {seed: tmp_path / f"SHA256SUMS_{seed}" for seed in (0, 1)}
+    for seed, path in sums.items():
+        path.write_text(f"aa11  part00\nbb22  checkpoint.tar\nd{seed}  weights\n")
+    assert learning.sft_checkpoints([str(sums[0])]) == "d0"
+    assert learning.sft_checkpoints([f"{seed}:{path}" for seed, path in sums.items()]) == {"0": "d0", "1": "d1"}
+    assert learning.sft_checkpoints([]) is None
+    with pytest.raises(SystemExit, match="each is SEED:PATH"):
+        learning.sft_checkpoints([str(sums[0]), str(sums[1])])
+
