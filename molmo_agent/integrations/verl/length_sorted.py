@@ -38,9 +38,9 @@ def length_order(data: TensorDict) -> torch.Tensor | None:
         return None
     if tu.get_non_tensor_data(data=data, key="force_group_size", default=1) != 1 or not data["input_ids"].is_nested:
         return None
-    lengths = data["input_ids"].offsets().diff()  # [B] tokens of each sequence
+    lengths = data["input_ids"].offsets().diff().cpu()  # [B] tokens of each sequence; indices on the host
     order = torch.sort(lengths, stable=True).indices
-    return None if torch.equal(order, torch.arange(len(order), device=order.device)) else order
+    return None if torch.equal(order, torch.arange(len(order))) else order
 
 
 class LengthSortedMicroBatches(FSDPEngineWithLMHead):
