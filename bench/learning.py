@@ -24,6 +24,7 @@ OUT_DIR/learning_<gpu>.json and .png.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from collections import defaultdict
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = []
     for text in args.runs:
         estimator, seed, log = parse_run(text)
-        text = log.read_text()
+        text = gzip.open(log, "rt").read() if log.suffix == ".gz" else log.read_text()  # a kept log is gzipped
         try:
             curve = learning_curve(text, args.train_batch * args.group_size)
         except ValueError as err:

@@ -1,4 +1,5 @@
 """bench/learning.py on synthetic console logs of four runs, printed with verl's console formatter."""
+import gzip
 import json
 import pathlib
 import sys
@@ -78,11 +79,16 @@ def test_a_run_without_a_validation_before_training_is_refused():
         learning.learning_curve(log, B * G)
 
 
-def test_comparison_reads_the_last_point_every_run_reached_never_the_best(tmp_path, capsys):
+@pytest.mark.parametrize("gzipped", [False, True])  # kept logs are committed gzipped
+def test_comparison_reads_the_last_point_every_run_reached_never_the_best(tmp_path, capsys, gzipped):
     logs = []
     for (estimator, seed), run in RUNS.items():
-        path = tmp_path / f"{estimator}_{seed}.log"
-        path.write_text(run_log(*run))
+        path = tmp_path / f"{estimator}_{seed}.log{'.gz' if gzipped else ''}"
+        if gzipped:
+            with gzip.open(path, "wt") as file:
+                file.write(run_log(*run))
+        else:
+            path.write_text(run_log(*run))
         logs.append(f"{estimator}:{seed}:{path}")
     work = tmp_path / "work"
     (work / "data").mkdir(parents=True)
