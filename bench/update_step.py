@@ -15,8 +15,8 @@ checkpointing (the config's default):
 - `response_only_no_checkpointing`: the same without gradient checkpointing (the backward then reuses the
   forward's activations instead of running it again: worth it when they fit, as a small model's do).
 
-Rows are padded to the micro-batch's longest; `--pad-to N` pads them to N tokens instead, as the RL update sees
-them (verl's agent loop pads every step sample to max_prompt_length + max_response_length).
+Rows are padded to the micro-batch's longest, as verl's engine pads them; `--pad-to N` pads them to N tokens
+instead (e.g. max_prompt_length + max_response_length: the widest micro-batch an RL run can meet).
 
 Per variant: the median milliseconds of each stage over --steps micro-batches (after one warm-up), synchronized
 between stages, and the peak memory; the variants' response log-probs are checked equal. On a GPU, the profiler's
@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--rows", required=True, help="an SFT parquet with prompt_ids and response_ids")
     parser.add_argument("--batch", type=int, default=16, help="rows a micro-batch (the recipe's MICRO_BATCH)")
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--pad-to", type=int, help="pad every row to this many tokens (the RL update's "
+    parser.add_argument("--pad-to", type=int, help="pad every row to this many tokens (e.g. the RL run's "
                         "max_prompt_length + max_response_length) instead of the micro-batch's longest")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--machine", default="cpu2", help="name for bench/results/update_step_<machine>.json")

@@ -52,7 +52,7 @@
 #   TRAIN_BATCH [16] GROUP_SIZE [8] MAX_STEPS [30] HISTORY [2] N_GPUS [1]
 #   MAX_PROMPT [1024] MAX_RESPONSE [128]  token limits of the SFT rows and of the RL runs alike: the expert's
 #                   demonstrations of the 200/50/50 games have prompts of at most 974 tokens and answers of at most
-#                   52, and verl pads every step sample to MAX_PROMPT + MAX_RESPONSE, so larger limits cost compute
+#                   52 (verl's engine pads each micro-batch to its longest sample, not to these limits)
 #   MICRO_BATCH [64 / N_GPUS from a PRESET, the config's with MODEL_PATH]  per-GPU micro-batch of the update
 #                   (log-prob passes take twice it); the from-scratch presets are small enough for large ones and
 #                   train without gradient checkpointing (the small preset's trainer peaked at 17.6 GB with 64,
