@@ -1,4 +1,4 @@
-"""Pad tokens of verl's padded micro-batches, in arrival order and sorted by length (integrations/verl/length_sorted.py).
+"""Pad tokens of verl's padded micro-batches in arrival order and sorted by length (verl/length_sorted.py).
 
 Without remove-padding, verl's FSDP engine cuts a batch into micro-batches of `micro` samples in the order it gets
 them and pads each to its longest. This bench draws batches of the recipe's step samples (prompt + answer lengths
@@ -53,7 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     rows = pd.read_parquet(args.rows, columns=["prompt_ids", "response_ids"])
     lengths = torch.tensor([len(p) + len(r) for p, r in zip(rows.prompt_ids, rows.response_ids)])
-    result = {"bench": "micro_batch_padding", "command": "python bench/micro_batch_padding.py " + " ".join(sys.argv[1:]),
+    result = {"bench": "micro_batch_padding",
+              "command": "python bench/micro_batch_padding.py " + " ".join(sys.argv[1:]),
               "rows": len(lengths), "mean_length": float(lengths.float().mean()), "shapes": {}}
     for shape in args.shape or ["3328x128", "128x64"]:
         size, micro = map(int, shape.split("x"))

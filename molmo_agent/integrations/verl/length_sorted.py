@@ -13,8 +13,9 @@ whole mini-batch (`batch_num_tokens`, `global_batch_size`), so a mini-batch's gr
 whatever micro-batch each falls in (the float summation order aside). Metrics that verl averages over micro-batches
 (`actor/ppo_kl`, `actor/pg_clipfrac`) do depend on the grouping.
 
-Left to verl: packed sequences (remove-padding: no pad tokens to save), micro-batches by token count (verl sorts
-and restores those itself) and forced groups. `MOLMO_AGENT_SORT_MICRO_BATCHES=0` keeps arrival order.
+Left to verl: packed sequences (remove-padding: no pad tokens to save), micro-batches by token count (verl forms
+and restores those itself: our SFT config's) and forced groups. `MOLMO_AGENT_SORT_MICRO_BATCHES=0` keeps arrival
+order.
 """
 import os
 from typing import Callable
