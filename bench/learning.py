@@ -12,13 +12,17 @@ episodes are not counted. `episodes` counts every session started, B x G per ite
 
 The comparison is read at the last validation of each run at or below the largest environment-step count every
 run reached (a run reaches the steps of its last logged iteration, validated or not; never a curve's best
-point): GiGPO minus GRPO valid_unseen success, the mean over seeds of the difference paired by seed, with a 95 % bootstrap interval. Given each run's validation episodes
+point): GiGPO minus GRPO valid_unseen success, the mean over seeds of the difference paired by seed, with a 95 %
+bootstrap interval. Given each run's validation episodes
 (`--episodes ESTIMATOR:SEED:FILE`, from `molmo_agent.integrations.verl.validation_dump`, several files of a run's
 sessions merged) and the game tree (`--games`), the interval is a paired bootstrap over games and seeds: an
 episode's opening prompt names its game (the game's task and first room description, read by resetting each
 validation game; games that open alike form one unit, their episodes averaged), and each resample draws seeds and
 valid_unseen games with replacement and averages GiGPO's outcome minus GRPO's on the same game and seed. Without
-them it resamples seeds only. A run compared at iteration 0 (untrained) is named in a warning. Writes
+them it resamples seeds only. A run compared at iteration 0 (untrained) is named in a warning.
+
+`training_comparison` adds the training rollouts' view: a seed's two runs play the same games in each iteration,
+so GiGPO minus GRPO training success pairs by iteration (a third panel of the plot). Writes
 OUT_DIR/learning_<gpu>.json and .png.
 """
 from __future__ import annotations
@@ -63,6 +67,15 @@ def learning_curve(log: str, episodes_per_iteration: int) -> list[dict[str, Any]
                       "train_success": metrics.get("env/success_rate") if iteration > 0 else None,
                       **{split: validations[iteration][split]["success"] for split in SPLITS}})
     return curve
+
+
+def training_success(log: str) -> list[dict[str, Any]]:
+    """One point per training iteration of `log`: {"iteration", "env_steps", "success"}, the success of that
+    iteration's rollouts (`env/success_rate`, at the training temperature)."""
+    return [{"iteration": iteration, "env_steps": int(metrics["env/cumulative_steps"]),
+             "success": metrics["env/success_rate"]}
+            for iteration, metrics in sorted(logged_steps(log).items())
+            if iteration > 0 and "env/success_rate" in metrics and "env/cumulative_steps" in metrics]
 
 
 def env_steps_reached(log: str) -> int:
@@ -159,6 +172,27 @@ def comparison(runs: list[dict[str, Any]],
             **lifts}
 
 
+def training_comparison(runs: list[dict[str, Any]], rng_seed: int = 0) -> dict[str, Any] | None:
+    """GiGPO minus GRPO training success, paired by seed and iteration: a seed's two runs play the same games in
+    each iteration (`data.seed`), so each iteration both trained after is a pair (from iteration 2: iteration 1's
+    rollouts come from the SFT weights in both). Mean difference, how many pairs GiGPO was at or above GRPO, and a
+    95 % bootstrap interval that resamples the pairs (iterations of one run are treated as independent units,
+    which they are not quite: the policy carries over). None without a pair."""
+    training = {(run["estimator"], run["seed"]): {p["iteration"]: p["success"] for p in run["training"]}
+                for run in runs}
+    pairs = [training["gigpo", seed][i] - training["grpo", seed][i]
+             for (estimator, seed) in training if estimator == "gigpo" and ("grpo", seed) in training
+             for i in sorted(training["gigpo", seed].keys() & training["grpo", seed].keys()) if i >= 2]
+    if not pairs:
+        return None
+    differences = np.array(pairs)
+    rng = np.random.default_rng(rng_seed)
+    resampled = differences[rng.integers(0, len(pairs), size=(BOOTSTRAP_SAMPLES, len(pairs)))].mean(axis=1)
+    return {"pairs": len(pairs), "from_iteration": 2, "gigpo_minus_grpo": float(differences.mean()),
+            "gigpo_at_or_above": int((differences >= 0).sum()),
+            "ci95": [float(np.percentile(resampled, 2.5)), float(np.percentile(resampled, 97.5))]}
+
+
 def parameter_counts(model_dir: Path) -> dict[str, int] | None:
     """{"params", "embedding_params"} of the safetensors weights in `model_dir` (the token-embedding and output
     tables count as embedding); None when there are none."""
@@ -187,8 +221,8 @@ def games(data_dir: Path, seed: int) -> dict[str, Any]:
 
 
 def plot(runs: list[dict[str, Any]], sft_level: dict[str, float], path: Path) -> None:
-    """Success vs environment steps, one panel per validation split: every run (colour: estimator, line style:
-    seed) and the SFT level as a horizontal line."""
+    """Success vs environment steps, one panel per validation split and one for the training rollouts: every run
+    (colour: estimator, line style: seed) and, on the validation panels, the SFT level as a horizontal line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -197,19 +231,21 @@ def plot(runs: list[dict[str, Any]], sft_level: dict[str, float], path: Path) ->
     colours = {"gigpo": "tab:blue", "grpo": "tab:orange"}
     styles = ["-", "--", ":", "-."]
     seeds = sorted({run["seed"] for run in runs})
-    figure, axes = plt.subplots(1, len(SPLITS), figsize=(11, 4), sharey=True)
-    for axis, split in zip(axes, SPLITS):
+    figure, axes = plt.subplots(1, len(SPLITS) + 1, figsize=(16, 4), sharey=True)
+    panels = [(split, "curve", split) for split in SPLITS] + [("training rollouts", "training", "success")]
+    for axis, (title, points, key) in zip(axes, panels):
         for run in runs:
-            curve = run["curve"]
-            axis.plot([p["env_steps"] for p in curve], [p[split] for p in curve], marker="o", markersize=3,
-                      color=colours[run["estimator"]], linestyle=styles[seeds.index(run["seed"]) % len(styles)],
+            axis.plot([p["env_steps"] for p in run[points]], [p[key] for p in run[points]], marker="o",
+                      markersize=3, color=colours[run["estimator"]],
+                      linestyle=styles[seeds.index(run["seed"]) % len(styles)],
                       label=f"{run['estimator']} seed {run['seed']}")
-        axis.axhline(sft_level[split], color="grey", linewidth=1, label="SFT")
-        axis.set_title(split)
+        if title in sft_level:
+            axis.axhline(sft_level[title], color="grey", linewidth=1, label="SFT")
+        axis.set_title(title)
         axis.set_xlabel("environment steps (training actions)")
         axis.set_ylim(0, 1)
     axes[0].set_ylabel("success")
-    axes[-1].legend(fontsize=8)
+    axes[len(SPLITS) - 1].legend(fontsize=8)  # a validation panel: it also names the SFT line
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -295,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as err:
             raise SystemExit(f"{log}: {err}") from None
         runs.append({"estimator": estimator, "seed": seed, "env_steps_reached": env_steps_reached(text),
-                     "curve": curve})
+                     "curve": curve, "training": training_success(text)})
     outcomes = None
     if args.episodes:
         if args.games is None:
@@ -321,6 +357,7 @@ def main(argv: list[str] | None = None) -> None:
         "eval": {"temperature": args.temperature},
         "runs": runs,
         "comparison": comparison(runs, outcomes),
+        "training_comparison": training_comparison(runs),
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"learning_{args.gpu}.json"

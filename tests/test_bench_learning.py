@@ -127,6 +127,9 @@ def test_comparison_reads_the_last_point_every_run_reached_never_the_best(tmp_pa
     assert 0.2 - 1e-9 <= lo <= 0.3 <= hi <= 0.4 + 1e-9
     assert comparison["gigpo_minus_sft_valid_unseen"] == pytest.approx(0.35)  # not the best point's 0.7 / 0.55
     assert comparison["grpo_minus_sft_valid_unseen"] == pytest.approx(0.05)
+    assert [p["iteration"] for p in result["runs"][0]["training"]] == [1, 2, 3, 4]
+    # every run's training success is 0.1 x iteration: iterations 2..4 of both seeds pair, all even
+    assert result["training_comparison"]["pairs"] == 6 and result["training_comparison"]["gigpo_minus_grpo"] == 0
     assert "warning" not in capsys.readouterr().err
 
     # a GiGPO run whose episodes are long has played more steps by its first validation after training than the
@@ -270,4 +273,20 @@ def test_seeds_from_machines_of_their_own_record_a_checkpoint_each(tmp_path):
     assert learning.sft_checkpoints([]) is None
     with pytest.raises(SystemExit, match="each is SEED:PATH"):
         learning.sft_checkpoints([str(sums[0]), str(sums[1])])
+
+
+def test_training_success_pairs_the_iterations_both_runs_trained_after():
+    def run(estimator, seed, successes):
+        return {"estimator": estimator, "seed": seed,
+                "training": [{"iteration": i, "env_steps": 10 * i, "success": v} for i, v in successes.items()]}
+
+    runs = [run("gigpo", 0, {1: 0.3, 2: 0.5, 3: 0.4, 4: 0.6}), run("grpo", 0, {1: 0.1, 2: 0.2, 3: 0.4}),
+            run("gigpo", 1, {1: 0.2, 2: 0.3}), run("grpo", 1, {1: 0.2, 2: 0.4})]
+    # seed 0: iterations 2 and 3 (iteration 1 trained nothing yet, GRPO never reached 4); seed 1: iteration 2
+    result = learning.training_comparison(runs)
+    assert result["pairs"] == 3 and result["gigpo_at_or_above"] == 2
+    assert result["gigpo_minus_grpo"] == pytest.approx((0.3 + 0.0 - 0.1) / 3)
+    lo, hi = result["ci95"]
+    assert -0.1 - 1e-9 <= lo <= result["gigpo_minus_grpo"] <= hi <= 0.3 + 1e-9
+    assert learning.training_comparison(runs[2:3]) is None  # no GRPO run to pair with
 
