@@ -58,6 +58,7 @@ def test_launch_script_config_composes_and_validates(model_dir, data_dir):
     assert config.trainer.save_freq == 5 and config.trainer.resume_mode == "auto"
     assert config.ray_kwargs.ray_init.runtime_env.env_vars.NCCL_NVLS_ENABLE == "0"
     assert "kv_cache_memory_bytes" not in config.actor_rollout_ref.rollout.engine_kwargs.vllm  # vLLM sizes it
+    assert "compilation_config" not in config.actor_rollout_ref.rollout.engine_kwargs.vllm  # verl's: compiled
 
 
 def test_kv_cache_gb_fixes_vllms_kv_cache(model_dir, data_dir):
@@ -67,6 +68,17 @@ def test_kv_cache_gb_fixes_vllms_kv_cache(model_dir, data_dir):
     assert done.returncode == 0, done.stderr[-3000:]
     config = OmegaConf.create(done.stdout)
     assert config.actor_rollout_ref.rollout.engine_kwargs.vllm.kv_cache_memory_bytes == 3 * 2**30
+
+
+def test_rollout_compile_0_serves_without_torch_compile(model_dir, data_dir):
+    env = {**os.environ, "MODEL_PATH": str(model_dir), "DATA_DIR": str(data_dir), "DRY_RUN": "1",
+           "PYTHON": sys.executable, "ROLLOUT_COMPILE": "0", "KV_CACHE_GB": "3"}
+    done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    vllm = OmegaConf.create(done.stdout).actor_rollout_ref.rollout.engine_kwargs.vllm
+    # a string: verl json-loads it, adds its capture sizes and hands it to vLLM's --compilation-config
+    assert json.loads(vllm.compilation_config) == {"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}
+    assert vllm.kv_cache_memory_bytes == 3 * 2**30
 
 
 def test_grpo_baseline_script_selects_grpo(model_dir, data_dir):

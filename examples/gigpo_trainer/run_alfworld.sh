@@ -22,6 +22,9 @@
 #                vLLM then skips its start-up memory profiling, which fails when another process on the GPU frees
 #                memory meanwhile, so that several small runs (seeds, tests) can share one GPU (vLLM still
 #                refuses to start while less than gpu_memory_utilization of the GPU is free: lower it too)
+#   ROLLOUT_COMPILE  0: vLLM serves without torch.compile, CUDA graphs of decode steps only [1: verl's default,
+#                compiled, piecewise and full graphs]. Compilation takes most of vLLM's start-up (with verl's
+#                compile cache off); for a small model the compiled kernels gain little (not yet measured)
 #   DRY_RUN=1    run every check of the config (model directory, game data, prompt length, memory, ...),
 #                print the resolved config and exit: Ray never starts. A bad config exits non-zero with its error
 # Every argument is passed on as a Hydra override, after the script's own (so it wins).
@@ -58,9 +61,12 @@ fi
 
 dry_run=()
 [ "${DRY_RUN:-0}" = 1 ] && dry_run=(--dry-run)
-kv_cache=()
+vllm_args=()  # vLLM's engine arguments (rollout.engine_kwargs.vllm)
 [ -z "${KV_CACHE_GB:-}" ] ||
-  kv_cache=("++actor_rollout_ref.rollout.engine_kwargs.vllm.kv_cache_memory_bytes=$((KV_CACHE_GB << 30))")
+  vllm_args+=("++actor_rollout_ref.rollout.engine_kwargs.vllm.kv_cache_memory_bytes=$((KV_CACHE_GB << 30))")
+no_compile='{"mode": 0, "cudagraph_mode": "FULL_DECODE_ONLY"}'  # a JSON string: verl passes it to --compilation-config
+[ "${ROLLOUT_COMPILE:-1}" != 0 ] ||
+  vllm_args+=("++actor_rollout_ref.rollout.engine_kwargs.vllm.compilation_config='$no_compile'")
 
 exec "$PYTHON" -m molmo_agent.main "${dry_run[@]}" \
   data.train_files="$DATA_DIR/train.parquet" \
@@ -79,5 +85,5 @@ exec "$PYTHON" -m molmo_agent.main "${dry_run[@]}" \
   trainer.nnodes="$NNODES" \
   trainer.project_name="$PROJECT" \
   trainer.experiment_name="$EXPERIMENT" \
-  "${kv_cache[@]}" \
+  "${vllm_args[@]}" \
   "$@"
