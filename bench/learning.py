@@ -23,7 +23,8 @@ them it resamples seeds only. A run compared at iteration 0 (untrained) is named
 
 `training_comparison` adds the training rollouts' view: a seed's two runs play the same games in each iteration,
 so GiGPO minus GRPO training success pairs by iteration (a third panel of the plot). Writes
-OUT_DIR/learning_<gpu>.json and .png.
+OUT_DIR/learning_<gpu>.json and .png, and with --table a text file of each run's per-iteration metrics (training
+and validation success, step size, entropy, where the advantage mass sits, stage seconds).
 """
 from __future__ import annotations
 
@@ -76,6 +77,31 @@ def training_success(log: str) -> list[dict[str, Any]]:
              "success": metrics["env/success_rate"]}
             for iteration, metrics in sorted(logged_steps(log).items())
             if iteration > 0 and "env/success_rate" in metrics and "env/cumulative_steps" in metrics]
+
+
+# (column, verl's metric, format) of the per-iteration table: training rollouts, validation, the update's step
+# size and drift, where the advantage mass sits, and each stage's seconds
+TABLE_COLUMNS = (
+    ("succ", "env/success_rate", ".3f"), ("ep.len", "env/episode_length", ".1f"),
+    ("env steps", "env/cumulative_steps", ".0f"), ("vs", "val-core/alfworld/valid_seen/acc/mean@1", ".2f"),
+    ("vu", "val-core/alfworld/valid_unseen/acc/mean@1", ".2f"), ("ppo_kl", "actor/ppo_kl", ".3f"),
+    ("clipfrac", "actor/pg_clipfrac", ".3f"), ("kl_loss", "actor/kl_loss", ".3f"),
+    ("entropy", "actor/entropy", ".3f"), ("invalid", "env/invalid_action_rate", ".4f"),
+    ("no-win g", "advantage/no_success_group_share", ".3f"),
+    ("no-win |A|", "advantage/no_success_abs_share", ".3f"), ("neg |A|", "advantage/negative_abs_share", ".3f"),
+    ("step s", "timing_s/step", ".0f"), ("gen", "timing_s/gen", ".0f"), ("old-lp", "timing_s/old_log_prob", ".0f"),
+    ("ref", "timing_s/ref", ".0f"), ("update", "timing_s/update_actor", ".0f"))
+
+
+def iteration_table(log: str) -> str:
+    """One row per logged iteration of `log` (iteration 0: the validation before training), a column per
+    TABLE_COLUMNS metric, `-` where the iteration did not log it."""
+    width = max(len(name) for name, _, _ in TABLE_COLUMNS) + 2
+    lines = ["it".rjust(4) + "".join(name.rjust(width) for name, _, _ in TABLE_COLUMNS)]
+    for iteration, metrics in sorted(logged_steps(log).items()):
+        lines.append(str(iteration).rjust(4) + "".join(
+            (format(metrics[key], spec) if key in metrics else "-").rjust(width) for _, key, spec in TABLE_COLUMNS))
+    return "\n".join(lines)
 
 
 def env_steps_reached(log: str) -> int:
@@ -320,9 +346,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--games-seed", type=int, default=0)
     parser.add_argument("--command", default=" ".join(sys.argv))
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--table", type=Path, help="also write each run's per-iteration table to this text file")
     args = parser.parse_args(argv)
 
-    runs = []
+    runs, tables = [], []
     for text in args.runs:
         estimator, seed, log = parse_run(text)
         text = gzip.open(log, "rt").read() if log.suffix == ".gz" else log.read_text()  # a kept log is gzipped
@@ -332,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{log}: {err}") from None
         runs.append({"estimator": estimator, "seed": seed, "env_steps_reached": env_steps_reached(text),
                      "curve": curve, "training": training_success(text)})
+        tables.append(f"# {estimator} seed {seed}\n{iteration_table(text)}\n")
     outcomes = None
     if args.episodes:
         if args.games is None:
@@ -363,6 +391,9 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out_dir / f"learning_{args.gpu}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     plot(runs, sft_level, out.with_suffix(".png"))
+    if args.table:
+        args.table.parent.mkdir(parents=True, exist_ok=True)
+        args.table.write_text("\n".join(tables))
     print(json.dumps(result["comparison"]))
     untrained = [run for run, iteration in result["comparison"].get("iterations", {}).items() if iteration == 0]
     if untrained:

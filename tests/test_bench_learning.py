@@ -290,3 +290,14 @@ def test_training_success_pairs_the_iterations_both_runs_trained_after():
     assert -0.1 - 1e-9 <= lo <= result["gigpo_minus_grpo"] <= hi <= 0.3 + 1e-9
     assert learning.training_comparison(runs[2:3]) is None  # no GRPO run to pair with
 
+
+def test_the_iteration_table_has_a_row_per_logged_iteration_and_dashes_where_none_was_logged():
+    rows = [line.split() for line in learning.iteration_table(run_log(*RUNS["grpo", 0])).splitlines()[1:]]
+    columns = {name: index + 1 for index, (name, _, _) in enumerate(learning.TABLE_COLUMNS)}
+    assert [row[0] for row in rows] == ["0", "1", "2", "3", "4"]
+    assert rows[2][columns["succ"]] == "0.200" and rows[2][columns["ep.len"]] == "10.0"
+    assert rows[2][columns["vs"]] == "0.15" and rows[2][columns["vu"]] == "0.30"
+    assert rows[2][columns["env steps"]] == "70"
+    assert rows[1][columns["vu"]] == "-" and rows[0][columns["succ"]] == "-"
+    assert rows[2][-1] == "-"  # no timing logged
+
