@@ -45,6 +45,7 @@ from molmo_agent.models.checkpoint_parts import WEIGHTS, read_sums, weights_sha2
 SPLITS = ("valid_seen", "valid_unseen")
 ESTIMATORS = ("gigpo", "grpo")
 BOOTSTRAP_SAMPLES = 10_000
+FIRST_TRAINED_ITERATION = 2  # iteration 1's rollouts come from the SFT weights: the first to follow an update
 
 
 def learning_curve(log: str, episodes_per_iteration: int) -> list[dict[str, Any]]:
@@ -147,6 +148,22 @@ def game_outcomes(episodes: list[dict[str, Any]],
             for step, units in played.items()}
 
 
+def paired_seeds(keys) -> list[int]:
+    """The seeds that have both a GiGPO and a GRPO run, of (estimator, seed) `keys`."""
+    return sorted({seed for estimator, seed in keys if estimator == "gigpo"} &
+                  {seed for estimator, seed in keys if estimator == "grpo"})
+
+
+def bootstrap_over_units(differences: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Means of `differences` [units] over BOOTSTRAP_SAMPLES resamples of the units with replacement."""
+    return differences[rng.integers(0, len(differences), size=(BOOTSTRAP_SAMPLES, len(differences)))].mean(axis=1)
+
+
+def ci95(resampled: np.ndarray) -> list[float]:
+    """The 2.5th and 97.5th percentiles of bootstrap means."""
+    return [float(np.percentile(resampled, 2.5)), float(np.percentile(resampled, 97.5))]
+
+
 def bootstrap_over_games_and_seeds(differences: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Means of `differences` [seeds, games] (GiGPO minus GRPO, paired by seed and game) over BOOTSTRAP_SAMPLES
     resamples that draw seeds and games with replacement, the same games for every seed -> [BOOTSTRAP_SAMPLES]."""
@@ -167,8 +184,7 @@ def comparison(runs: list[dict[str, Any]],
     of its runs)."""
     common = min(run["env_steps_reached"] for run in runs)
     at = {(run["estimator"], run["seed"]): point_at(run["curve"], common) for run in runs}
-    seeds = sorted({seed for estimator, seed in at if estimator == "gigpo"} &
-                   {seed for estimator, seed in at if estimator == "grpo"})
+    seeds = paired_seeds(at)
     if not seeds:
         raise ValueError("no seed has both a gigpo and a grpo run: nothing to pair")
     differences = np.array([at["gigpo", s]["valid_unseen"] - at["grpo", s]["valid_unseen"] for s in seeds])
@@ -183,7 +199,7 @@ def comparison(runs: list[dict[str, Any]],
         resampled = bootstrap_over_games_and_seeds(by_game, rng)
         bootstrap = f"paired over games and seeds ({len(games)} valid_unseen games x {len(seeds)} seeds)"
     else:
-        resampled = differences[rng.integers(0, len(seeds), size=(BOOTSTRAP_SAMPLES, len(seeds)))].mean(axis=1)
+        resampled = bootstrap_over_units(differences, rng)
         bootstrap = "over seeds, paired by seed (no validation episodes given: games cannot be resampled)"
     # A seed's two runs start from one SFT checkpoint: its level is the mean of their iteration-0 validations, one
     # baseline for both lifts (two evaluations of one policy differ by sampling noise alone).
@@ -193,7 +209,7 @@ def comparison(runs: list[dict[str, Any]],
     return {"env_steps": common, "seeds": seeds,
             "iterations": {f"{estimator}_seed{seed}": point["iteration"] for (estimator, seed), point in at.items()},
             "gigpo_minus_grpo_valid_unseen": float(differences.mean()),
-            "ci95": [float(np.percentile(resampled, 2.5)), float(np.percentile(resampled, 97.5))],
+            "ci95": ci95(resampled),
             "bootstrap": bootstrap,
             **lifts}
 
@@ -206,17 +222,15 @@ def training_comparison(runs: list[dict[str, Any]], rng_seed: int = 0) -> dict[s
     which they are not quite: the policy carries over). None without a pair."""
     training = {(run["estimator"], run["seed"]): {p["iteration"]: p["success"] for p in run["training"]}
                 for run in runs}
-    pairs = [training["gigpo", seed][i] - training["grpo", seed][i]
-             for (estimator, seed) in training if estimator == "gigpo" and ("grpo", seed) in training
-             for i in sorted(training["gigpo", seed].keys() & training["grpo", seed].keys()) if i >= 2]
-    if not pairs:
+    differences = np.array([training["gigpo", seed][i] - training["grpo", seed][i]
+                            for seed in paired_seeds(training)
+                            for i in sorted(training["gigpo", seed].keys() & training["grpo", seed].keys())
+                            if i >= FIRST_TRAINED_ITERATION])
+    if not len(differences):
         return None
-    differences = np.array(pairs)
-    rng = np.random.default_rng(rng_seed)
-    resampled = differences[rng.integers(0, len(pairs), size=(BOOTSTRAP_SAMPLES, len(pairs)))].mean(axis=1)
-    return {"pairs": len(pairs), "from_iteration": 2, "gigpo_minus_grpo": float(differences.mean()),
-            "gigpo_at_or_above": int((differences >= 0).sum()),
-            "ci95": [float(np.percentile(resampled, 2.5)), float(np.percentile(resampled, 97.5))]}
+    return {"pairs": len(differences), "from_iteration": FIRST_TRAINED_ITERATION,
+            "gigpo_minus_grpo": float(differences.mean()), "gigpo_at_or_above": int((differences >= 0).sum()),
+            "ci95": ci95(bootstrap_over_units(differences, np.random.default_rng(rng_seed)))}
 
 
 def parameter_counts(model_dir: Path) -> dict[str, int] | None:
