@@ -140,3 +140,43 @@ def test_wait_shows_a_runs_last_step_and_its_first_error(tmp_path: Path) -> None
     done = _wait_beside_a_running_lane(tmp_path, {"bg-out-g0/console.log": console})
     assert "last training step:2 timing_s/step:50.5\n" in done.stdout, done.stdout
     assert "first error: (Worker pid=3) ERROR [executor.py:898] ValueError: invalid literal" in done.stdout
+
+
+def test_wait_fetches_a_folders_files_a_few_per_call_sums_first(tmp_path: Path) -> None:
+    repo, home = _checkout(tmp_path), tmp_path / "home"
+    home.mkdir()
+    parts = home / "sft_parts"
+    parts.mkdir()
+    for name in ("part01", "part00", "SHA256SUMS", "part02"):
+        (parts / name).write_text(name)
+    try:
+        assert _start(repo, home, "s", None).returncode == 0
+        (home / "bg-s.done").touch()
+
+        def wait(call: int) -> tuple[list[str], str]:
+            out = tmp_path / f"out{call}"
+            out.mkdir()
+            env = {**os.environ, "HOME": str(home), "OUT": str(out), "FETCH_PER_WAIT": "2"}
+            done = subprocess.run(["bash", "tests/gpu/background.sh", "wait", "0", "--fetch", str(parts)],
+                                  cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stdout + done.stderr
+            fetched = sorted(p.name for p in (out / "fetch").iterdir())
+            assert all((out / "fetch" / name).read_text() == name for name in fetched)
+            return fetched, done.stdout.splitlines()[-1]
+
+        assert wait(1) == (["SHA256SUMS", "part00"], f"fetched from {parts}: SHA256SUMS part00 ($OUT/fetch/); "
+                                                      "2 left for later waits")
+        assert wait(2)[0] == ["part01", "part02"]
+        assert wait(3) == ([], f"fetched from {parts}: nothing new ($OUT/fetch/); 0 left for later waits")
+    finally:
+        _stop_lanes(home)
+
+
+def test_wait_names_a_fetch_folder_that_does_not_exist(tmp_path: Path) -> None:
+    repo, home = _checkout(tmp_path), tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "OUT": str(tmp_path)}
+    done = subprocess.run(["bash", "tests/gpu/background.sh", "wait", "--fetch", str(home / "nope")], cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stdout.strip() == f"wait --fetch {home / 'nope'}: no such folder"

@@ -5,11 +5,14 @@
 #   bash tests/gpu/background.sh start [--lane NAME] STAGE...
 #       copy this checkout to $HOME/bg-NAME and start run_all.sh STAGE... there under setsid (logs and JSON in
 #       $HOME/bg-out-NAME); return at once. NAME defaults to `main`.
-#   bash tests/gpu/background.sh wait [SECONDS]
+#   bash tests/gpu/background.sh wait [SECONDS] [--fetch DIR]
 #       wait until every started lane is done or SECONDS (default 560) pass; print each lane's stage lines,
 #       summary and last validations (a training run's success per split) so far; pack the lanes' logs and JSON
 #       (run_all's and the benches') into $OUT/lanes.tar.gz (NAME/... inside), with the learning runs' validation
-#       dumps so far (validation/WORK/RUN/*.jsonl: molmo_agent.integrations.verl.validation_dump reads them)
+#       dumps so far (validation/WORK/RUN/*.jsonl: molmo_agent.integrations.verl.validation_dump reads them).
+#       --fetch DIR: also copy the next FETCH_PER_WAIT (3) files of DIR that no earlier wait fetched into
+#       $OUT/fetch/, SHA256SUMS first: a checkpoint's 16 MiB parts come back over the waits of a session (the
+#       device tool returns at most 64 MiB a call)
 #
 # Lanes run side by side, one per GPU (`CUDA_VISIBLE_DEVICES=1 background.sh start --lane b sft`). A lane named
 # with --lane installs the checkout into its own $HOME/project-NAME and runs with RAY_STOP=0: each run starts its
@@ -24,6 +27,19 @@
 # The node goes back after 30 s without a command: issue each `wait` right after the last.
 set -uo pipefail
 LANES=$HOME/bg-lanes  # the lanes started on this node, one name per line
+FETCHED=$HOME/bg-fetched  # the files `wait --fetch` copied to $OUT so far, one path per line
+
+fetch_next() {  # fetch_next DIR N: the next N files of DIR not fetched before (SHA256SUMS first) into $OUT/fetch
+  local dir=$1 n=$2 file copied=() left
+  mkdir -p "${OUT:?}/fetch" && touch "$FETCHED"
+  for file in "$dir/SHA256SUMS" $(find "$dir" -maxdepth 1 -type f ! -name SHA256SUMS | sort); do
+    [ ${#copied[@]} -lt "$n" ] || break
+    [ -f "$file" ] && ! grep -qxF "$file" "$FETCHED" || continue
+    cp "$file" "$OUT/fetch/" && echo "$file" >> "$FETCHED" && copied+=("$(basename "$file")")
+  done
+  left=$(find "$dir" -maxdepth 1 -type f | grep -cvxF -f "$FETCHED")
+  echo "fetched from $dir: ${copied[*]:-nothing new} (\$OUT/fetch/); $left left for later waits"
+}
 case ${1:-} in
   start)
     shift
@@ -63,9 +79,16 @@ case ${1:-} in
     echo "started lane $lane: run_all.sh $* (console: $bg_out/console.log${CUDA_VISIBLE_DEVICES:+, GPU $CUDA_VISIBLE_DEVICES})"
     ;;
   wait)
+    shift
+    seconds=560 fetch=
+    [[ ${1:-} =~ ^[0-9]+$ ]] && { seconds=$1; shift; }
+    if [ "${1:-}" = --fetch ]; then
+      fetch=${2:?wait --fetch needs a folder}
+      [ -d "$fetch" ] || { echo "wait --fetch $fetch: no such folder"; exit 2; }
+    fi
     [ -f "$LANES" ] || { echo "no lane started"; exit 2; }
     mapfile -t lanes < "$LANES"
-    deadline=$((SECONDS + ${2:-560}))
+    deadline=$((SECONDS + seconds))
     done_all() { local lane; for lane in "${lanes[@]}"; do [ -f "$HOME/bg-$lane.done" ] || return 1; done; }
     until done_all || [ $SECONDS -ge $deadline ]; do sleep 5; done
     collected=$(mktemp -d)
@@ -101,6 +124,7 @@ case ${1:-} in
     # One file: the device tool brings back at most 8 files from $OUT.
     tar -czf "${OUT:?}/lanes.tar.gz" -C "$collected" . && rm -rf "$collected"
     echo "logs and JSON of every lane: \$OUT/lanes.tar.gz ($(du -h "$OUT/lanes.tar.gz" | cut -f1))"
+    [ -z "$fetch" ] || fetch_next "$fetch" "${FETCH_PER_WAIT:-3}"
     ;;
-  *) echo "usage: background.sh start [--lane NAME] STAGE... | wait [SECONDS]"; exit 2 ;;
+  *) echo "usage: background.sh start [--lane NAME] STAGE... | wait [SECONDS] [--fetch DIR]"; exit 2 ;;
 esac
