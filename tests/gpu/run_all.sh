@@ -51,6 +51,8 @@
 #                  on SDPA's dense mask, on flex attention's block mask, then with micro-batches by token count and
 #                  fused AdamW
 #   bench-overlap  bench/rollout_overlap.py: our agent loop vs a lock-step loop, 4b-shape, same games
+#   probe  bench/machine_probe.py: this machine's GEMM and copy rates, clocks, CPU speed -> $OUT/machine_probe.json
+#          (seconds; run it first, alone on the GPU, so that timings from two machines can be compared)
 #   bench-startup  bench/vllm_startup.py: vLLM's start-up and decode with torch.compile (verl's default) and
 #                  without (run_alfworld.sh's ROLLOUT_COMPILE=0), small preset, a cold start each
 #                  -> bench/results/vllm_startup_<gpu>.json; BENCH_STARTUP_ARGS passed on (e.g. --size 4b-shape)
@@ -204,11 +206,12 @@ for stage in "${stages[@]}"; do
           python3 bench/e2e.py --model "$FOURB" --work "$BENCH_WORK" --label "$label" $overrides ||
           { row_status=$?; break; }
       done && [ "${row_status:-0}" -eq 0 ] || (exit "${row_status:-1}") ;;
+    probe) timeout 120 python3 bench/machine_probe.py ;;
     bench-startup) timeout "${STARTUP_S:-900}" python3 bench/vllm_startup.py ${BENCH_STARTUP_ARGS:-} ;;  # word-split on purpose
     bench-overlap) bench_inputs &&
       timeout "${OVERLAP_S:-1200}" python3 bench/rollout_overlap.py --model "$FOURB" \
         --games-root "$GAMES/json_2.1.1/train" ;;
-    *)     echo "unknown stage (tiny, tiny-tp2, e2e, e2e-sokoban, e2e-2gpu, e2e-sokoban-2gpu, ray-job, sft, learn-sft, learn-rl, learn-rl-export, 4b, bench, bench-e2e, bench-e2e-sokoban, bench-e2e-rows, bench-overlap, bench-startup)"; false ;;
+    *)     echo "unknown stage (tiny, tiny-tp2, e2e, e2e-sokoban, e2e-2gpu, e2e-sokoban-2gpu, ray-job, sft, learn-sft, learn-rl, learn-rl-export, 4b, bench, bench-e2e, bench-e2e-sokoban, bench-e2e-rows, bench-overlap, bench-startup, probe)"; false ;;
   esac
   status=$?
   [ $status -eq 0 ] || echo "FAIL stage $stage: exit status $status$([ $status -eq 124 ] && echo ' (time limit)')"

@@ -1,0 +1,106 @@
+"""How fast this machine is, in the units our runs depend on, so that timings from two machines can be compared.
+
+    python bench/machine_probe.py [--out FILE]
+
+The same code measured 1.3x slower in every stage on one H200 than on another (tests/gpu/results/
+learn_rl_seed1_lr2e-5_h200_2026-12-01.txt), generation included; without a probe of each machine such a change
+cannot be told from one of ours. A few seconds: the GPU's bf16 matrix-multiply rate (an 8192-cube GEMM, median of
+--repeats; the trainer's passes are made of these), its device-to-device copy rate (vllm_molmo2.copy_rate: decode
+reads weights at this rate), what nvidia-smi says of its clocks, power cap and memory already in use (another
+tenant), and the CPU's single-core Python speed (the environments' steps are Python) with the load average.
+Result: a JSON object on stdout, also written to --out (and $OUT/machine_probe.json when OUT is set).
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vllm_molmo2 import copy_rate  # noqa: E402
+
+GEMM_SIZE = 8192
+SMI_FIELDS = ("name", "clocks.sm", "clocks.max.sm", "power.draw", "power.limit", "memory.used", "utilization.gpu")
+
+
+def gemm_tflops(size: int = GEMM_SIZE, repeats: int = 10) -> float:
+    """bf16 TFLOP/s of a size x size x size matrix multiply on the GPU: the median of `repeats` after warm-up."""
+    a = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    product = torch.empty_like(a)
+    for _ in range(3):
+        torch.matmul(a, b, out=product)
+    seconds = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.matmul(a, b, out=product)
+        end.record()
+        end.synchronize()
+        seconds.append(start.elapsed_time(end) / 1e3)
+    return 2 * size**3 / statistics.median(seconds) / 1e12
+
+
+def python_loop_mops(n: int = 5_000_000, repeats: int = 3) -> float:
+    """Millions of simple Python loop iterations a second on one core (the best of `repeats`)."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        total = 0
+        for i in range(n):
+            total += i * i
+        best = min(best, time.perf_counter() - started)
+    return n / best / 1e6
+
+
+def nvidia_smi() -> dict[str, str]:
+    """nvidia-smi's view of GPU 0 (SMI_FIELDS), or {} where it cannot be run."""
+    try:
+        done = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(SMI_FIELDS)}", "--format=csv,noheader",
+                               "--id=0"], capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return dict(zip(SMI_FIELDS, (value.strip() for value in done.stdout.split(","))))
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (the platform's processor string elsewhere)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("machine_probe: no CUDA device (it probes a GPU machine)")
+    result = {
+        "host": platform.node(),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "gpu": nvidia_smi() or {"name": torch.cuda.get_device_name()},
+        "gemm_bf16_tflops": gemm_tflops(repeats=args.repeats),
+        "copy_rate_bytes_per_s": copy_rate(),
+        "cpu": {"model": cpu_model(), "cores": os.cpu_count(), "load_average_1m": os.getloadavg()[0],
+                "python_loop_mops": python_loop_mops()},
+    }
+    text = json.dumps(result, indent=2) + "\n"
+    for out in [args.out, os.environ.get("OUT") and Path(os.environ["OUT"], "machine_probe.json")]:
+        if out:
+            Path(out).write_text(text)
+    print(text, end="", flush=True)
+
+
+if __name__ == "__main__":
+    main()
