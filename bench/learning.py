@@ -219,7 +219,9 @@ def training_comparison(runs: list[dict[str, Any]], rng_seed: int = 0) -> dict[s
     each iteration (`data.seed`), so each iteration both trained after is a pair (from iteration 2: iteration 1's
     rollouts come from the SFT weights in both). Mean difference, how many pairs GiGPO was at or above GRPO, and a
     95 % bootstrap interval that resamples the pairs (iterations of one run are treated as independent units,
-    which they are not quite: the policy carries over). None without a pair."""
+    which they are not quite: the policy carries over). Beside it, the control: each seed's difference in the
+    iteration before any update, where both runs sample the same weights on the same games, so that it is
+    sampling noise alone. None without a pair."""
     training = {(run["estimator"], run["seed"]): {p["iteration"]: p["success"] for p in run["training"]}
                 for run in runs}
     differences = np.array([training["gigpo", seed][i] - training["grpo", seed][i]
@@ -228,9 +230,16 @@ def training_comparison(runs: list[dict[str, Any]], rng_seed: int = 0) -> dict[s
                             if i >= FIRST_TRAINED_ITERATION])
     if not len(differences):
         return None
+    before = FIRST_TRAINED_ITERATION - 1  # rolled out by the SFT weights in both runs
+    same_weights = {}
+    for seed in paired_seeds(training):
+        gigpo, grpo = training["gigpo", seed], training["grpo", seed]
+        if before in gigpo and before in grpo:
+            same_weights[str(seed)] = gigpo[before] - grpo[before]
     return {"pairs": len(differences), "from_iteration": FIRST_TRAINED_ITERATION,
             "gigpo_minus_grpo": float(differences.mean()), "gigpo_at_or_above": int((differences >= 0).sum()),
-            "ci95": ci95(bootstrap_over_units(differences, np.random.default_rng(rng_seed)))}
+            "ci95": ci95(bootstrap_over_units(differences, np.random.default_rng(rng_seed))),
+            "same_weights_gigpo_minus_grpo": same_weights}
 
 
 def parameter_counts(model_dir: Path) -> dict[str, int] | None:

@@ -288,6 +288,8 @@ def test_training_success_pairs_the_iterations_both_runs_trained_after():
     assert result["gigpo_minus_grpo"] == pytest.approx((0.3 + 0.0 - 0.1) / 3)
     lo, hi = result["ci95"]
     assert -0.1 - 1e-9 <= lo <= result["gigpo_minus_grpo"] <= hi <= 0.3 + 1e-9
+    # iteration 1, before any update: the sampling noise between two runs of the same weights
+    assert result["same_weights_gigpo_minus_grpo"] == pytest.approx({"0": 0.2, "1": 0.0})
     assert learning.training_comparison(runs[2:3]) is None  # no GRPO run to pair with
 
 
