@@ -28,3 +28,28 @@ def test_a_launcher_without_the_no_compile_line_is_named(tmp_path):
     script.write_text("#!/usr/bin/env bash\nexec python -m molmo_agent.main\n")
     with pytest.raises(SystemExit, match=f"{script}: no `no_compile="):
         vllm_startup.launcher_no_compile_config(script)
+
+
+def fake_child(tmp_path, body: str) -> str:
+    """A stand-in for the bench's own script in its child role (`--child MODE`): `body` runs with `mode` set."""
+    script = tmp_path / "child.py"
+    script.write_text("import json, os, sys\nmode = sys.argv[sys.argv.index('--child') + 1]\n" + body)
+    return str(script)
+
+
+def test_each_mode_runs_in_its_own_process_with_verls_compile_cache_off(tmp_path, monkeypatch):
+    monkeypatch.setattr(vllm_startup, "__file__", fake_child(tmp_path, (
+        "print('vLLM chatter')\n"
+        "print('vllm_startup result: ' + json.dumps({'mode': mode, 'pid': os.getpid(),\n"
+        "      'cache_off': os.environ['VLLM_DISABLE_COMPILE_CACHE'], 'argv': sys.argv[1:]}))\n")))
+    first, second = (vllm_startup.run_mode(mode, ["--size", "tiny"]) for mode in vllm_startup.MODES)
+    assert first["mode"] == "compile" and second["mode"] == "no-compile" and first["pid"] != second["pid"]
+    assert first["cache_off"] == "1"
+    assert first["argv"] == ["--size", "tiny", "--child", "compile"]
+
+
+def test_a_mode_whose_engine_fails_is_named(tmp_path, monkeypatch):
+    child = fake_child(tmp_path, "sys.exit('Engine core initialization failed')\n")
+    monkeypatch.setattr(vllm_startup, "__file__", child)
+    with pytest.raises(SystemExit, match="mode no-compile failed"):
+        vllm_startup.run_mode("no-compile", [])
