@@ -8,7 +8,7 @@ cannot be told from one of ours. A few seconds: the GPU's bf16 matrix-multiply r
 --repeats; the trainer's passes are made of these), its device-to-device copy rate (vllm_molmo2.copy_rate: decode
 reads weights at this rate), what nvidia-smi says of its clocks, power cap and memory already in use (another
 tenant), and the CPU's single-core Python speed (the environments' steps are Python) with the load average.
-Result: a JSON object on stdout, also written to --out (and $OUT/machine_probe.json when OUT is set).
+Result: a JSON object in --out (default machine_probe.json), and one summary line on stdout.
 """
 import argparse
 import json
@@ -79,10 +79,20 @@ def cpu_model() -> str:
     return platform.processor()
 
 
+def summary(result: dict) -> str:
+    """The probe in one line (nvidia-smi's fields as '?' where it could not be read)."""
+    gpu, cpu = result["gpu"], result["cpu"]
+    return (f"machine probe: {gpu['name']}, bf16 GEMM {result['gemm_bf16_tflops']:.0f} TFLOP/s, copy "
+            f"{result['copy_rate_bytes_per_s'] / 1e12:.2f} TB/s, SM clock {gpu.get('clocks.sm', '?')} of "
+            f"{gpu.get('clocks.max.sm', '?')}, power cap {gpu.get('power.limit', '?')}, in use "
+            f"{gpu.get('memory.used', '?')}; CPU {cpu['model']}, {cpu['cores']} cores, load "
+            f"{cpu['load_average_1m']:.1f}, Python loop {cpu['python_loop_mops']:.0f} M/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("machine_probe.json"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("machine_probe: no CUDA device (it probes a GPU machine)")
@@ -95,11 +105,8 @@ def main() -> None:
         "cpu": {"model": cpu_model(), "cores": os.cpu_count(), "load_average_1m": os.getloadavg()[0],
                 "python_loop_mops": python_loop_mops()},
     }
-    text = json.dumps(result, indent=2) + "\n"
-    for out in [args.out, os.environ.get("OUT") and Path(os.environ["OUT"], "machine_probe.json")]:
-        if out:
-            Path(out).write_text(text)
-    print(text, end="", flush=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{summary(result)}; wrote {args.out}", flush=True)
 
 
 if __name__ == "__main__":

@@ -206,8 +206,10 @@ for stage in "${stages[@]}"; do
           python3 bench/e2e.py --model "$FOURB" --work "$BENCH_WORK" --label "$label" $overrides ||
           { row_status=$?; break; }
       done && [ "${row_status:-0}" -eq 0 ] || (exit "${row_status:-1}") ;;
-    probe) timeout 120 python3 bench/machine_probe.py ;;
-    bench-startup) timeout "${STARTUP_S:-900}" python3 bench/vllm_startup.py ${BENCH_STARTUP_ARGS:-} ;;  # word-split on purpose
+    probe) line=$(timeout 120 python3 bench/machine_probe.py --out "$OUT/machine_probe.json") &&
+      echo "PASS probe: ${line#machine probe: }" ;;
+    bench-startup) line=$(timeout "${STARTUP_S:-900}" python3 bench/vllm_startup.py ${BENCH_STARTUP_ARGS:-}) &&
+      echo "PASS bench-startup: $line" ;;  # BENCH_STARTUP_ARGS word-split on purpose
     bench-overlap) bench_inputs &&
       timeout "${OVERLAP_S:-1200}" python3 bench/rollout_overlap.py --model "$FOURB" \
         --games-root "$GAMES/json_2.1.1/train" ;;
