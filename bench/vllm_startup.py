@@ -22,8 +22,15 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "gpu"))
+import vllm_harness as harness  # noqa: E402
+from vllm_molmo2 import random_prompts, timed_generate  # noqa: E402
+
+from molmo_agent.models import molmo2  # noqa: E402
+
 LAUNCHER = ROOT / "examples" / "gigpo_trainer" / "run_alfworld.sh"
 MODES = ("compile", "no-compile")
 VERL_DEFAULT_CUDAGRAPH_MODE = "FULL_AND_PIECEWISE"  # verl's vLLM server sets it when the config names none
@@ -46,12 +53,6 @@ def compilation_config(mode: str) -> dict:
 
 def measure(mode: str, args: argparse.Namespace) -> dict:
     """Start an engine in `mode` in this process and time its start-up and decode."""
-    import torch
-    import vllm_harness as harness
-    from vllm_molmo2 import random_prompts, timed_generate
-
-    from molmo_agent.models import molmo2
-
     molmo2.register()
     checkpoint = harness.make_checkpoint(args.root, args.size)
     config = compilation_config(mode)
@@ -65,7 +66,7 @@ def measure(mode: str, args: argparse.Namespace) -> dict:
     llm.llm_engine.engine_core.shutdown()
     return {"compilation_config": config, "served_mode": str(served.mode),
             "served_cudagraph_mode": str(served.cudagraph_mode), "startup_s": startup, "generate_s": seconds,
-            "decode_tokens_per_s": args.batch * args.new_tokens / seconds, "device": torch.cuda.get_device_name()}
+            "decode_tokens_per_s": args.batch * args.new_tokens / seconds}
 
 
 def run_mode(mode: str, argv: list[str]) -> dict:
@@ -99,11 +100,10 @@ def main() -> None:
 
     argv = sys.argv[1:]
     modes = {mode: run_mode(mode, argv) for mode in args.modes}
-    device = next(iter(modes.values()))["device"]
     result = {
         "bench": "vllm_startup",
         "command": " ".join(["python3", "bench/vllm_startup.py", *argv]),
-        "device": device,
+        "device": torch.cuda.get_device_name(),
         "host": platform.node(),
         "params": {"size": args.size, "batch": args.batch, "prompt_len": args.prompt_len,
                    "new_tokens": args.new_tokens, "repeats": args.repeats, "gpu_memory_utilization": args.memory,
@@ -114,7 +114,7 @@ def main() -> None:
         result["startup_saved_s"] = modes["compile"]["startup_s"] - modes["no-compile"]["startup_s"]
         result["decode_no_compile_over_compile"] = (modes["no-compile"]["decode_tokens_per_s"]
                                                     / modes["compile"]["decode_tokens_per_s"])
-    out = args.out or ROOT / "bench" / "results" / f"vllm_startup_{device.split()[1].lower()}.json"
+    out = args.out or ROOT / "bench" / "results" / f"vllm_startup_{harness.device_tag()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     if os.environ.get("OUT"):
