@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vllm_molmo2 import copy_rate  # noqa: E402
+from vllm_molmo2 import copy_rate, cuda_seconds  # noqa: E402
 
 GEMM_SIZE = 8192
 SMI_FIELDS = ("name", "clocks.sm", "clocks.max.sm", "power.draw", "power.limit", "memory.used", "utilization.gpu")
@@ -34,16 +34,7 @@ def gemm_tflops(size: int = GEMM_SIZE, repeats: int = 10) -> float:
     a = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
     product = torch.empty_like(a)
-    for _ in range(3):
-        torch.matmul(a, b, out=product)
-    seconds = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        torch.matmul(a, b, out=product)
-        end.record()
-        end.synchronize()
-        seconds.append(start.elapsed_time(end) / 1e3)
+    seconds = cuda_seconds(lambda: torch.matmul(a, b, out=product), repeats)
     return 2 * size**3 / statistics.median(seconds) / 1e12
 
 

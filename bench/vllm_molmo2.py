@@ -28,6 +28,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -41,23 +42,29 @@ DECODE_BATCHES = (32, 64, 256)
 NOT_READ_BY_DECODE = ("vision_backbone.", "wte.")
 
 
+def cuda_seconds(op: Callable[[], object], repeats: int, warmup: int = 3) -> list[float]:
+    """Seconds of each of `repeats` runs of the GPU operation `op` (CUDA events), after `warmup` untimed runs."""
+    for _ in range(warmup):
+        op()
+    seconds = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        op()
+        end.record()
+        end.synchronize()
+        seconds.append(start.elapsed_time(end) / 1e3)
+    return seconds
+
+
 def copy_rate() -> float:
     """Bytes read + written per second by a 1 GiB device-to-device copy (best of 20 after warm-up)."""
     src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
-    for _ in range(3):
-        dst.copy_(src)
-    times = []
-    for _ in range(20):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        dst.copy_(src)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
+    best = min(cuda_seconds(lambda: dst.copy_(src), repeats=20))
     del src, dst
     torch.cuda.empty_cache()
-    return 2 * (1 << 30) / min(times)
+    return 2 * (1 << 30) / best
 
 
 def random_prompts(batch: int, length: int, seed: int = 0) -> torch.Tensor:
