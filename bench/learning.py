@@ -348,7 +348,8 @@ def parse_run(text: str) -> tuple[str, int, Path]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", help="ESTIMATOR:SEED:LOG, one per run")
+    parser.add_argument("runs", nargs="+", help="ESTIMATOR:SEED:LOG, one per run and session: a run continued "
+                        "on another machine is given once per session's log, in session order")
     parser.add_argument("--episodes", nargs="*", default=[], help="ESTIMATOR:SEED:FILE, each run's validation "
                         "episodes (validation_dump), several files a run in session order: the interval resamples "
                         "games too (needs --games)")
@@ -372,14 +373,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table", type=Path, help="also write each run's per-iteration table to this text file")
     args = parser.parse_args(argv)
 
-    runs, tables = [], []
+    sessions: dict[tuple[str, int], list[Path]] = {}
     for text in args.runs:
         estimator, seed, log = parse_run(text)
-        text = gzip.open(log, "rt").read() if log.suffix == ".gz" else log.read_text()  # a kept log is gzipped
+        sessions.setdefault((estimator, seed), []).append(log)
+    runs, tables = [], []
+    for (estimator, seed), logs in sessions.items():
+        # a kept log is gzipped; a resumed session's lines follow the earlier ones' (a step both log: the later's)
+        text = "\n".join(gzip.open(log, "rt").read() if log.suffix == ".gz" else log.read_text() for log in logs)
         try:
             curve = learning_curve(text, args.train_batch * args.group_size)
         except ValueError as err:
-            raise SystemExit(f"{log}: {err}") from None
+            raise SystemExit(f"{' + '.join(map(str, logs))}: {err}") from None
         runs.append({"estimator": estimator, "seed": seed, "env_steps_reached": env_steps_reached(text),
                      "curve": curve, "training": training_success(text)})
         tables.append(f"# {estimator} seed {seed}\n{iteration_table(text)}\n")

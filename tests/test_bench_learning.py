@@ -264,6 +264,30 @@ def test_a_runs_episode_files_from_several_sessions_are_merged(tmp_path, monkeyp
     assert captured["outcomes"] == {("gigpo", 0): {0: {"egg": 1.0, "mug": 0.0}, 2: {"egg": 0.0, "mug": 1.0}}}
 
 
+def test_a_run_continued_on_another_machine_is_one_run_of_its_sessions_logs(tmp_path, monkeypatch):
+    captured = {}
+    monkeypatch.setattr(learning, "comparison", lambda runs, outcomes: captured.update(runs=runs) or {})
+    monkeypatch.setattr(learning, "plot", lambda *args: None)
+    logs = []
+    for (estimator, seed), run in RUNS.items():
+        (tmp_path / f"{estimator}{seed}.log").write_text(run_log(*run))
+        logs.append(f"{estimator}:{seed}:{tmp_path / f'{estimator}{seed}.log'}")
+    # GiGPO seed 0's first machine ended after iteration 2; the second resumed there, validated and trained on
+    whole = run_log(*RUNS["gigpo", 0])
+    cut = whole.index("(TaskRunnerV1 pid=7) step:3 - ")
+    (tmp_path / "first.log").write_text(whole[:cut])
+    (tmp_path / "second.log").write_text(whole[whole.index("(TaskRunnerV1 pid=7) step:2 - "):cut] + whole[cut:])
+    (tmp_path / "work").mkdir()
+    learning.main(["--gpu", "h200", "--train-batch", str(B), "--group-size", str(G), "--work",
+                   str(tmp_path / "work"), "--temperature", "0.4", "--out-dir", str(tmp_path),
+                   f"gigpo:0:{tmp_path / 'first.log'}", *logs[1:], f"gigpo:0:{tmp_path / 'second.log'}"])
+    runs = {(run["estimator"], run["seed"]): run for run in captured["runs"]}
+    assert len(captured["runs"]) == 4
+    assert runs["gigpo", 0]["curve"] == learning.learning_curve(whole, B * G)
+    assert [p["iteration"] for p in runs["gigpo", 0]["training"]] == [1, 2, 3, 4]
+    assert runs["gigpo", 0]["env_steps_reached"] == learning.env_steps_reached(whole)
+
+
 def test_seeds_from_machines_of_their_own_record_a_checkpoint_each(tmp_path):
     sums = {seed: tmp_path / f"SHA256SUMS_{seed}" for seed in (0, 1)}
     for seed, path in sums.items():

@@ -78,6 +78,43 @@ def test_a_named_model_keeps_the_configs_batch_shape(model_dir, data_dir, tmp_pa
             == default.actor.ppo_micro_batch_size_per_gpu)
 
 
+FULL = ["model", "optimizer", "extra"]
+WEIGHTS_AND_STATE = ["model", "extra"]
+
+
+@pytest.mark.parametrize("save_optimizer, carried, saves, loads", [
+    ("1", None, FULL, FULL),
+    ("0", None, WEIGHTS_AND_STATE, WEIGHTS_AND_STATE),
+    ("1", ["model_world_size_1_rank_0.pt", "optim_world_size_1_rank_0.pt"], FULL, FULL),
+    # carried from another machine without AdamW's state: resumed with fresh moments, and said so
+    ("1", ["model_world_size_1_rank_0.pt", "extra_state_world_size_1_rank_0.pt"], FULL, WEIGHTS_AND_STATE),
+])
+def test_a_checkpoint_without_the_optimizer_resumes_with_fresh_moments(model_dir, data_dir, tmp_path,
+                                                                       save_optimizer, carried, saves, loads):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "data").symlink_to(data_dir)
+    (work / "sft_model").symlink_to(model_dir)
+    ckpt = work / "runs" / "grpo_seed1" / "ckpt"
+    if carried:
+        (ckpt / "global_step_7" / "actor").mkdir(parents=True)
+        (ckpt / "latest_checkpointed_iteration.txt").write_text("7")
+        for name in carried:
+            (ckpt / "global_step_7" / "actor" / name).write_bytes(b"")
+    env = {**os.environ, "WORK": str(work), "DRY_RUN": "1", "PYTHON": sys.executable, "SEEDS": "1",
+           "TEST_FREQ": "3", "SAVE_FREQ": "1", "SAVE_OPTIMIZER": save_optimizer}
+    env.pop("MODEL_PATH", None)
+    done = subprocess.run(["bash", str(RECIPE), "rl-grpo"], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = OmegaConf.load(work / "runs" / "grpo_seed1" / "config.yaml")
+    assert config.trainer.save_freq == 1 and config.trainer.test_freq == 3
+    assert list(config.actor_rollout_ref.actor.checkpoint.save_contents) == saves
+    assert list(config.actor_rollout_ref.actor.checkpoint.load_contents) == loads
+    fresh = "resumes from iteration 7's weights with fresh AdamW moments"
+    assert (fresh in done.stdout) == (loads != saves)
+
+
 def _flat(config) -> dict:
     return {key: value for key, value in _items(OmegaConf.to_container(config), "")}
 

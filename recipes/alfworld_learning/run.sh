@@ -22,7 +22,7 @@
 #             measure the same level again
 #   rl        for each seed of SEEDS, a GiGPO and a GRPO run from WORK/sft_model (WORK/runs/<estimator>_seed<S>,
 #             console log train.log), validating before the first update and every TEST_FREQ iterations;
-#             a run stopped midway resumes from its last checkpoint (saved every TEST_FREQ), and one whose start
+#             a run stopped midway resumes from its last checkpoint (saved every SAVE_FREQ), and one whose start
 #             lost a rendezvous-port race to another run on the node (EADDRINUSE) is retried once; verl dumps each
 #             validation's step samples into WORK/runs/<run>/validation (validation_dump.py keeps each episode's
 #             opening prompt and outcome: the report pairs the estimators game by game)
@@ -43,6 +43,12 @@
 #   SFT_EPOCHS [6] SFT_LR [5e-4]: the most epochs (the best by validation loss is kept), the SFT learning rate
 #                   (on 1000 games' rows the validation loss still fell at the sixth epoch, 840 steps of 64 rows)
 #   SEEDS ["0 1"] ITERATIONS [60] TEST_FREQ [10]
+#   SAVE_FREQ [TEST_FREQ]  iterations between a run's checkpoints (1 where a time limit ends the run: nothing
+#                   after the last checkpoint survives it)
+#   SAVE_OPTIMIZER [1]  0: checkpoints hold the weights, verl's extra state (RNG, LR schedule) and the data order,
+#                   not AdamW's moments (the small preset: ~0.5 GB instead of ~1.5 GB, for a run that continues on
+#                   another machine). A run resumes from a checkpoint without them with fresh moments (verl's
+#                   checkpoint.load_contents=[model,extra]), and says so in its log: a departure from an unbroken run
 #   LR [2e-5]       the RL learning rate of both estimators, fixed before a comparison by the PPO KL an iteration
 #                   moves the SFT policy (aim: at most ~0.01; 5e-5 moved it 0.015-0.055 and both estimators got
 #                   worse: recipes/alfworld_learning/README.md)
@@ -129,6 +135,12 @@ stage_sft() {  # skipped when SFT_MODEL names a checkpoint of its own (e.g. alle
   ln -sfn "$best" "$SFT_MODEL"
 }
 
+weights_only() {  # weights_only CKPT_DIR: the run's latest checkpoint holds no optimizer state
+  local step
+  step=$(cat "$1/latest_checkpointed_iteration.txt" 2>/dev/null) && [ -d "$1/global_step_$step/actor" ] &&
+    ! compgen -G "$1/global_step_$step/actor/optim_*" > /dev/null
+}
+
 stop_ray() {  # a run stopped by a time limit may leave Ray's processes behind (RAY_STOP=0: other runs share the node)
   [ "${RAY_STOP:-1}" = 0 ] || ray stop --force >/dev/null 2>&1 || true
 }
@@ -153,6 +165,13 @@ rl_run() {  # rl_run ESTIMATOR SEED: one run from the SFT checkpoint, skipped wh
     actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=$((2 * micro_batch))
     actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=$((2 * micro_batch)))
   [ -n "${MODEL_PATH:-}" ] || shape+=(actor_rollout_ref.model.enable_gradient_checkpointing=False)
+  local checkpoint=(trainer.save_freq="${SAVE_FREQ:-$TEST_FREQ}")
+  [ "${SAVE_OPTIMIZER:-1}" = 1 ] || checkpoint+=("actor_rollout_ref.actor.checkpoint.save_contents=[model,extra]")
+  if weights_only "$dir/ckpt"; then
+    checkpoint+=("actor_rollout_ref.actor.checkpoint.load_contents=[model,extra]")
+    echo "$1 seed $2 resumes from iteration $(cat "$dir/ckpt/latest_checkpointed_iteration.txt")'s weights with" \
+      "fresh AdamW moments: its checkpoint holds none" | tee -a "$dir/train.log"
+  fi
   local launch=(env MODEL_PATH="$SFT_MODEL" EXPERIMENT="learning_$1_seed$2"
     bash "$repo/examples/gigpo_trainer/run_alfworld_molmo2.sh" "${estimator[@]}"
     algorithm.gigpo.invalid_action_penalty_coef="$PENALTY"
@@ -163,7 +182,7 @@ rl_run() {  # rl_run ESTIMATOR SEED: one run from the SFT checkpoint, skipped wh
     actor_rollout_ref.rollout.val_kwargs.temperature="$TEMPERATURE"
     actor_rollout_ref.rollout.val_kwargs.do_sample=True
     trainer.total_training_steps="$ITERATIONS" trainer.total_epochs=1000
-    trainer.val_before_train=True trainer.test_freq="$TEST_FREQ" trainer.save_freq="$TEST_FREQ"
+    trainer.val_before_train=True trainer.test_freq="$TEST_FREQ" "${checkpoint[@]}"
     trainer.default_local_dir="$dir/ckpt" "trainer.logger=[console]"
     trainer.validation_data_dir="$dir/validation"
     "${shape[@]}" "${RL_ARGS[@]}")
