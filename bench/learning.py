@@ -338,6 +338,20 @@ def sft_eval(path: Path) -> dict[str, Any] | None:
             **{split: report["splits"][split]["success"] for split in SPLITS if split in report["splits"]}}
 
 
+def joined_sessions(logs: list[str]) -> str:
+    """One run's console logs from the machines it ran on, in order, as one log: each session resumes where the
+    one before stopped (a step both log, such as the validation a resumed run repeats, is the later's). A session
+    that trains an iteration an earlier one trained is no continuation but another run (a replicate): ValueError."""
+    trained_up_to = 0
+    for number, log in enumerate(logs, 1):
+        trained = [iteration for iteration, metrics in logged_steps(log).items() if "env/success_rate" in metrics]
+        if trained and min(trained) <= trained_up_to:
+            raise ValueError(f"session {number} trains iteration {min(trained)} again (an earlier session trained "
+                             f"up to {trained_up_to}): a run of its own, not a continuation; give it another seed")
+        trained_up_to = max(trained, default=trained_up_to)
+    return "\n".join(logs)
+
+
 def parse_run(text: str) -> tuple[str, int, Path]:
     """ESTIMATOR:SEED:LOG -> (estimator, seed, log path)."""
     estimator, seed, log = text.split(":", 2)
@@ -379,9 +393,9 @@ def main(argv: list[str] | None = None) -> None:
         sessions.setdefault((estimator, seed), []).append(log)
     runs, tables = [], []
     for (estimator, seed), logs in sessions.items():
-        # a kept log is gzipped; a resumed session's lines follow the earlier ones' (a step both log: the later's)
-        text = "\n".join(gzip.open(log, "rt").read() if log.suffix == ".gz" else log.read_text() for log in logs)
+        texts = [gzip.open(log, "rt").read() if log.suffix == ".gz" else log.read_text() for log in logs]
         try:
+            text = joined_sessions(texts)
             curve = learning_curve(text, args.train_batch * args.group_size)
         except ValueError as err:
             raise SystemExit(f"{' + '.join(map(str, logs))}: {err}") from None

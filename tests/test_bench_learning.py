@@ -272,11 +272,14 @@ def test_a_run_continued_on_another_machine_is_one_run_of_its_sessions_logs(tmp_
     for (estimator, seed), run in RUNS.items():
         (tmp_path / f"{estimator}{seed}.log").write_text(run_log(*run))
         logs.append(f"{estimator}:{seed}:{tmp_path / f'{estimator}{seed}.log'}")
-    # GiGPO seed 0's first machine ended after iteration 2; the second resumed there, validated and trained on
+    # GiGPO seed 0's first machine ended after iteration 2; the second resumed there, validated the same weights
+    # again (as the first did: 0.9 on valid_unseen) and trained on
     whole = run_log(*RUNS["gigpo", 0])
     cut = whole.index("(TaskRunnerV1 pid=7) step:3 - ")
     (tmp_path / "first.log").write_text(whole[:cut])
-    (tmp_path / "second.log").write_text(whole[whole.index("(TaskRunnerV1 pid=7) step:2 - "):cut] + whole[cut:])
+    repeated = concat_dict_to_str({"val-core/alfworld/valid_unseen/acc/mean@1": 0.9,
+                                   "val-core/alfworld/valid_seen/acc/mean@1": 0.45, "env/cumulative_steps": 40}, step=2)
+    (tmp_path / "second.log").write_text(f"(TaskRunnerV1 pid=8) {repeated}\n{whole[cut:]}")
     (tmp_path / "work").mkdir()
     learning.main(["--gpu", "h200", "--train-batch", str(B), "--group-size", str(G), "--work",
                    str(tmp_path / "work"), "--temperature", "0.4", "--out-dir", str(tmp_path),
@@ -286,6 +289,11 @@ def test_a_run_continued_on_another_machine_is_one_run_of_its_sessions_logs(tmp_
     assert runs["gigpo", 0]["curve"] == learning.learning_curve(whole, B * G)
     assert [p["iteration"] for p in runs["gigpo", 0]["training"]] == [1, 2, 3, 4]
     assert runs["gigpo", 0]["env_steps_reached"] == learning.env_steps_reached(whole)
+    # a second run of the same seed from the start is a replicate, never a continuation
+    with pytest.raises(SystemExit, match="session 2 trains iteration 1 again"):
+        learning.main(["--gpu", "h200", "--train-batch", str(B), "--group-size", str(G), "--work",
+                       str(tmp_path / "work"), "--temperature", "0.4", "--out-dir", str(tmp_path), *logs,
+                       f"gigpo:0:{tmp_path / 'first.log'}"])
 
 
 def test_seeds_from_machines_of_their_own_record_a_checkpoint_each(tmp_path):
