@@ -3,12 +3,14 @@
     python bench/learning.py --gpu h200 --work WORK --train-batch B --group-size G ... \
         gigpo:0:WORK/runs/gigpo_seed0/train.log grpo:0:WORK/runs/grpo_seed0/train.log ...
 
-Each run is ESTIMATOR:SEED:LOG. A run validates before its first update (iteration 0: the SFT level) and every
-`trainer.test_freq` iterations (`eval_report.validation_points`); each validation is a curve point. Environment
-steps are the agent actions of the training rollouts up to and including that iteration, as our trainer logs them
-with every validation (`env/cumulative_steps`, one per step sample, kept in its checkpoints across resumes). A
-dropped episode (its environment failed) leaves no step sample, so its actions cannot be counted; validation
-episodes are not counted. `episodes` counts every session started, B x G per iteration.
+Each run is ESTIMATOR:SEED:LOG, given once per machine it ran on (its sessions' logs in order, each resuming where
+the one before stopped; a session that trains an iteration again is refused). A run validates before its first
+update (iteration 0: the SFT level) and every `trainer.test_freq` iterations (`eval_report.validation_points`);
+each validation is a curve point. Environment steps are the agent actions of the training rollouts up to and
+including that iteration, as our trainer logs them with every validation (`env/cumulative_steps`, one per step
+sample, kept in its checkpoints across resumes). A dropped episode (its environment failed) leaves no step sample,
+so its actions cannot be counted; validation episodes are not counted. `episodes` counts every session started, B x
+G per iteration.
 
 The comparison is read at the last validation of each run at or below the largest environment-step count every
 run reached (a run reaches the steps of its last logged iteration, validated or not; never a curve's best
