@@ -136,9 +136,10 @@ learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under t
     [ -d "$LEARN_WORK/runs/$run/ckpt" ] ||
       python3 -m molmo_agent.models.checkpoint_parts join "$parts" "$LEARN_WORK/runs/$run/ckpt" || return 1
   done
-  [ -f "$LEARN_WORK/sft_model/config.json" ] ||
-    python3 -m molmo_agent.models.checkpoint_parts join "${LEARN_SFT_PARTS:-$HOME/acc-sft}" "$LEARN_WORK/sft_model" ||
-    return 1
+  # The SFT checkpoint, joined once for the lanes that share LEARN_WORK (the first joins, the others wait)
+  { flock 9 && { [ -f "$LEARN_WORK/sft_model/config.json" ] ||
+    python3 -m molmo_agent.models.checkpoint_parts join "${LEARN_SFT_PARTS:-$HOME/acc-sft}" "$LEARN_WORK/sft_model"; }
+  } 9> "$LEARN_WORK/sft_model.lock" || return 1
   # The games and parquet files, made once on the node for every lane (the first lane makes them, the others wait)
   if [ ! -e "$LEARN_WORK/data" ]; then
     { flock 9 && carried_data "$LEARN_GAMES_WORK" && WORK=$LEARN_GAMES_WORK bash recipes/alfworld_learning/run.sh games
