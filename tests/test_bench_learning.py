@@ -237,6 +237,31 @@ def test_games_that_open_alike_are_one_unit_of_their_averaged_episodes(monkeypat
     assert learning.game_outcomes(episodes, openings) == {0: {" | ".join(paths): 0.5}}
 
 
+def capture_comparison(monkeypatch) -> dict:
+    """What bench/learning.py's main passes to `comparison` (runs, outcomes), with the plot left out."""
+    captured = {}
+    monkeypatch.setattr(learning, "comparison",
+                        lambda runs, outcomes: captured.update(runs=runs, outcomes=outcomes) or {})
+    monkeypatch.setattr(learning, "plot", lambda *args: None)
+    return captured
+
+
+def written_logs(tmp_path) -> list[str]:
+    """RUNS' console logs written under `tmp_path`, as ESTIMATOR:SEED:LOG arguments."""
+    logs = []
+    for (estimator, seed), run in RUNS.items():
+        (tmp_path / f"{estimator}{seed}.log").write_text(run_log(*run))
+        logs.append(f"{estimator}:{seed}:{tmp_path / f'{estimator}{seed}.log'}")
+    return logs
+
+
+def report(tmp_path, *arguments: str) -> None:
+    """bench/learning.py's main on an empty work folder, results under `tmp_path`."""
+    (tmp_path / "work").mkdir(exist_ok=True)
+    learning.main(["--gpu", "h200", "--train-batch", str(B), "--group-size", str(G), "--work",
+                   str(tmp_path / "work"), "--temperature", "0.4", "--out-dir", str(tmp_path), *arguments])
+
+
 def test_a_runs_episode_files_from_several_sessions_are_merged(tmp_path, monkeypatch):
     from molmo_agent.integrations.verl.validation_dump import write_episodes
 
@@ -249,29 +274,16 @@ def test_a_runs_episode_files_from_several_sessions_are_merged(tmp_path, monkeyp
                         for game, ((task, _), acc) in enumerate(zip(openings, outcomes))], path)
         return str(path)
 
-    captured = {}
-    monkeypatch.setattr(learning, "comparison", lambda runs, outcomes: captured.update(outcomes=outcomes) or {})
-    monkeypatch.setattr(learning, "plot", lambda *args: None)
-    logs = []
-    for (estimator, seed), run in RUNS.items():
-        (tmp_path / f"{estimator}{seed}.log").write_text(run_log(*run))
-        logs.append(f"{estimator}:{seed}:{tmp_path / f'{estimator}{seed}.log'}")
-    (tmp_path / "work").mkdir()
-    learning.main(["--gpu", "h200", "--train-batch", str(B), "--group-size", str(G), "--work",
-                   str(tmp_path / "work"), "--temperature", "0.4", "--out-dir", str(tmp_path), "--games", "games",
-                   *logs, "--episodes", f"gigpo:0:{session(tmp_path / 'a.jsonl.gz', 0, [1.0, 0.0])}",
-                   f"gigpo:0:{session(tmp_path / 'b.jsonl.gz', 2, [0.0, 1.0])}"])
+    captured = capture_comparison(monkeypatch)
+    report(tmp_path, *written_logs(tmp_path), "--games", "games", "--episodes",
+           f"gigpo:0:{session(tmp_path / 'a.jsonl.gz', 0, [1.0, 0.0])}",
+           f"gigpo:0:{session(tmp_path / 'b.jsonl.gz', 2, [0.0, 1.0])}")
     assert captured["outcomes"] == {("gigpo", 0): {0: {"egg": 1.0, "mug": 0.0}, 2: {"egg": 0.0, "mug": 1.0}}}
 
 
 def test_a_run_continued_on_another_machine_is_one_run_of_its_sessions_logs(tmp_path, monkeypatch):
-    captured = {}
-    monkeypatch.setattr(learning, "comparison", lambda runs, outcomes: captured.update(runs=runs) or {})
-    monkeypatch.setattr(learning, "plot", lambda *args: None)
-    logs = []
-    for (estimator, seed), run in RUNS.items():
-        (tmp_path / f"{estimator}{seed}.log").write_text(run_log(*run))
-        logs.append(f"{estimator}:{seed}:{tmp_path / f'{estimator}{seed}.log'}")
+    captured = capture_comparison(monkeypatch)
+    logs = written_logs(tmp_path)
     # GiGPO seed 0's first machine ended after iteration 2; the second resumed there, validated the same weights
     # again (as the first did: 0.9 on valid_unseen) and trained on
     whole = run_log(*RUNS["gigpo", 0])
@@ -280,10 +292,7 @@ def test_a_run_continued_on_another_machine_is_one_run_of_its_sessions_logs(tmp_
     repeated = concat_dict_to_str({"val-core/alfworld/valid_unseen/acc/mean@1": 0.9,
                                    "val-core/alfworld/valid_seen/acc/mean@1": 0.45, "env/cumulative_steps": 40}, step=2)
     (tmp_path / "second.log").write_text(f"(TaskRunnerV1 pid=8) {repeated}\n{whole[cut:]}")
-    (tmp_path / "work").mkdir()
-    learning.main(["--gpu", "h200", "--train-batch", str(B), "--group-size", str(G), "--work",
-                   str(tmp_path / "work"), "--temperature", "0.4", "--out-dir", str(tmp_path),
-                   f"gigpo:0:{tmp_path / 'first.log'}", *logs[1:], f"gigpo:0:{tmp_path / 'second.log'}"])
+    report(tmp_path, f"gigpo:0:{tmp_path / 'first.log'}", *logs[1:], f"gigpo:0:{tmp_path / 'second.log'}")
     runs = {(run["estimator"], run["seed"]): run for run in captured["runs"]}
     assert len(captured["runs"]) == 4
     assert runs["gigpo", 0]["curve"] == learning.learning_curve(whole, B * G)
@@ -291,9 +300,7 @@ def test_a_run_continued_on_another_machine_is_one_run_of_its_sessions_logs(tmp_
     assert runs["gigpo", 0]["env_steps_reached"] == learning.env_steps_reached(whole)
     # a second run of the same seed from the start is a replicate, never a continuation
     with pytest.raises(SystemExit, match="session 2 trains iteration 1 again"):
-        learning.main(["--gpu", "h200", "--train-batch", str(B), "--group-size", str(G), "--work",
-                       str(tmp_path / "work"), "--temperature", "0.4", "--out-dir", str(tmp_path), *logs,
-                       f"gigpo:0:{tmp_path / 'first.log'}"])
+        report(tmp_path, *logs, f"gigpo:0:{tmp_path / 'first.log'}")
 
 
 def test_seeds_from_machines_of_their_own_record_a_checkpoint_each(tmp_path):
