@@ -73,6 +73,28 @@ def test_hand_computed_mean_std_norm(gigpo):
 
 
 @IMPLEMENTATIONS
+def test_a_penalty_under_std_normalization_rewards_the_failures_of_a_group_without_a_win(gigpo):
+    # Four failed episodes of three steps; the first made one invalid action. The std of the group's returns is
+    # the penalty's alone, so normalizing by it gives the three other failures +0.5 at every step and the first
+    # -1.5: advantages as large as a group's with one win in four, for a difference of one invalid action. Without
+    # a penalty a group without a win has none (the learning recipe's default penalty is 0).
+    def failed_group(penalty: float):
+        episodes = [(e, k) for e in "abcd" for k in range(3)]
+        return gigpo(group_ids=["g"] * 12, traj_ids=[e for e, _ in episodes], step_ids=[k for _, k in episodes],
+                     anchors=[f"{e}{k}" for e, k in episodes], env_rewards=[0.0] * 12,
+                     valid=[(e, k) != ("a", 1) for e, k in episodes], gamma=0.9, step_advantage_w=1.0,
+                     mode="mean_std_norm", invalid_penalty=penalty).episode_advantages
+    won_one = gigpo(group_ids=["g"] * 4, traj_ids=list("abcd"), step_ids=[0] * 4, anchors=list("abcd"),
+                    env_rewards=[10.0, 0.0, 0.0, 0.0], valid=[True] * 4, gamma=0.9, step_advantage_w=1.0,
+                    mode="mean_std_norm").episode_advantages
+    penalized = failed_group(0.1)
+    np.testing.assert_allclose(penalized[3:], 0.5, rtol=1e-4)  # (0 - (-0.025)) / (0.1 / 2)
+    np.testing.assert_allclose(penalized[:3], -1.5, rtol=1e-4)
+    np.testing.assert_allclose(won_one, [1.5, -0.5, -0.5, -0.5], rtol=1e-4)
+    np.testing.assert_array_equal(failed_group(0.0), 0.0)
+
+
+@IMPLEMENTATIONS
 def test_similar_text_anchors_group_by_connected_components_in_any_order(gigpo):
     # a~b and b~c at 0.85 but not a~c: one component. verl-agent's greedy clustering splits it in some orders.
     a, b, c = "aaaaaaaaaa", "aaaaaaaaab", "aaaaaaaabb"

@@ -52,8 +52,11 @@
 #   LR [2e-5]       the RL learning rate of both estimators, fixed before a comparison by the PPO KL an iteration
 #                   moves the SFT policy (aim: at most ~0.01; 5e-5 moved it 0.015-0.055 and both estimators got
 #                   worse: recipes/alfworld_learning/README.md)
-#   PENALTY [0.1]   the invalid-action penalty of both: GiGPO's algorithm.gigpo.invalid_action_penalty_coef and
-#                   GRPO's env.reward_invalid_penalty (subtracted from its episode return per invalid action)
+#   PENALTY [0]     the invalid-action penalty of both: GiGPO's algorithm.gigpo.invalid_action_penalty_coef and
+#                   GRPO's env.reward_invalid_penalty (subtracted from its episode return per invalid action). Not
+#                   verl-agent's 0.1: with std normalization a penalty alone sets the advantages of a group without
+#                   a win, as large as a won group's (one invalid action among eight failures: -2.6 for it, +0.37 at
+#                   every step of the seven others), and 19-75 % of the groups had no win (README.md beside this)
 #   TEMPERATURE [0.4]  validation temperature of every run, above 0 (each game once: val_kwargs.n=1)
 #   TRAIN_BATCH [16] GROUP_SIZE [8] MAX_STEPS [30] HISTORY [2] N_GPUS [1]
 #   MAX_PROMPT [1024] MAX_RESPONSE [128]  token limits of the SFT rows and of the RL runs alike: the expert's
@@ -79,7 +82,7 @@ SEEDS=${SEEDS:-0 1}
 ITERATIONS=${ITERATIONS:-60}
 TEST_FREQ=${TEST_FREQ:-10}
 LR=${LR:-2e-5}
-PENALTY=${PENALTY:-0.1}
+PENALTY=${PENALTY:-0}
 TEMPERATURE=${TEMPERATURE:-0.4}
 SFT_EPOCHS=${SFT_EPOCHS:-6}
 SFT_LR=${SFT_LR:-5e-4}
