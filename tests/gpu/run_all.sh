@@ -29,6 +29,7 @@
 #          ITERATIONS or when the stage's LEARN_RL_S (1380 s) ends; its console log and validation episodes
 #          (validation_dump) to $OUT. Two lanes, one per GPU and estimator, make a seed's comparison;
 #          bench/learning.py reads the logs afterwards. A run continues on a later machine: `learn-rl-export`
+#          (or learn-rl itself with LEARN_EXPORT=1, its own runs as they stop)
 #          cuts each run's latest checkpoint into 16 MiB parts ($LEARN_WORK/export/<run>/), to be fetched; carried
 #          back into $HOME/acc-run-<run>/, learn-rl joins them into the run's checkpoint folder and verl resumes
 #   4b     plugin, tokens and parity on the 4b-shape checkpoint (made here, ~9 GB)  ~4 min
@@ -102,17 +103,17 @@ json.load(open(sys.argv[1]))['splits'].items()})" "$LEARN_WORK/sft_eval.json")
     cp "$LEARN_WORK/sft_parts/SHA256SUMS" "$OUT/sft_parts_SHA256SUMS" &&
     echo "PASS learn-sft: SFT success $success, parts in $LEARN_WORK/sft_parts"
 }
-learn_rl_export() {  # each run's latest checkpoint (verl's resume point) in parts, for the next machine
-  local ckpt step run staged=$LEARN_WORK/export-staging
-  for ckpt in "$LEARN_WORK"/runs/*/ckpt; do
+learn_rl_export() {  # learn_rl_export [ESTIMATOR]: each run's (of one estimator's) latest checkpoint in parts
+  local ckpt step run staged
+  for ckpt in "$LEARN_WORK"/runs/${1:-*}_seed*/ckpt; do
     step=$(cat "$ckpt/latest_checkpointed_iteration.txt" 2>/dev/null) || continue
-    run=$(basename "$(dirname "$ckpt")")
+    run=$(basename "$(dirname "$ckpt")") staged=$LEARN_WORK/export-staging-$run
     rm -rf "$staged" "$LEARN_WORK/export/$run" && mkdir -p "$staged"
     cp -r "$ckpt/global_step_$step" "$ckpt/latest_checkpointed_iteration.txt" "$staged/" &&
       python3 -m molmo_agent.models.checkpoint_parts split "$staged" "$LEARN_WORK/export/$run" || return 1
+    rm -rf "$staged"
+    echo "PASS learn-rl-export: $run at iteration $step in $LEARN_WORK/export/$run"
   done
-  rm -rf "$staged"
-  ls -d "$LEARN_WORK"/export/*/ 2>/dev/null | sed 's/^/PASS learn-rl-export: /'
 }
 ray_job() {  # e2e.sh's runs as jobs of a Ray cluster started here, as a user's cluster runs them
   local status=0 store=$(( ${RAY_OBJECT_STORE_GB:-20} * 1024 ** 3 ))
@@ -157,7 +158,8 @@ learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under t
   grep -H . "$LEARN_WORK"/stage_seconds/* > "$OUT/learn_stage_seconds.txt" 2>/dev/null
   # the time limit ends a run early by design: its curve holds the validations it reached
   [ $status -eq 0 ] || [ $status -eq 124 ] && echo "PASS learn-rl: $LEARN_ESTIMATOR runs ($([ $status -eq 124 ] &&
-    echo 'stopped by LEARN_RL_S' || echo 'finished')), logs in $OUT"
+    echo 'stopped by LEARN_RL_S' || echo 'finished')), logs in $OUT" &&
+    { [ "${LEARN_EXPORT:-0}" = 0 ] || learn_rl_export "$LEARN_ESTIMATOR"; }
 }
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(tiny e2e 4b)
