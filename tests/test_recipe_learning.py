@@ -1,6 +1,7 @@
 """recipes/alfworld_learning/run.sh's RL runs without a GPU: composed (DRY_RUN=1), the two estimators of a seed
-differ only in the advantage, and share the checkpoint, data order, seeds, learning rate and penalty; with a stub
-launcher, a failed run is retried only after a start-up port race and never marked done."""
+differ only in the advantage, and share the checkpoint, data order, seeds, learning rate and penalty; checkpoints
+without AdamW's state are saved on request and resumed with fresh moments; with a stub launcher, a failed run is
+retried only after a start-up port race and never marked done."""
 import os
 import pathlib
 import shutil
