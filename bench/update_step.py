@@ -19,11 +19,14 @@ Rows are padded to the micro-batch's longest, as verl's engine pads them; `--pad
 instead (e.g. max_prompt_length + max_response_length: the widest micro-batch an RL run can meet).
 
 Per variant: the median milliseconds of each stage over --steps micro-batches (after one warm-up), synchronized
-between stages, and the peak memory; the variants' response log-probs are checked equal. On a GPU, the profiler's
-top kernels of one `chunked` micro-batch. Written to bench/results/update_step_<machine>.json.
+between stages, and the peak memory; the variants' response log-probs are checked equal. Then the profiler over
+one micro-batch of the last variant run (`--variants` picks them; by default all, the last being the plugin's
+path in the learning recipe): its wall time, the device's busy time (the kernels' summed time: far below the wall
+time, the step waits on the host) and the costliest operators. Written to
+bench/results/update_step_<machine>.json.
 
     python bench/update_step.py --model CKPT --rows data/sft/train.parquet [--batch 16] [--steps 5]
-        [--pad-to 1152] [--device cuda --machine h200]
+        [--pad-to 1152] [--variants NAME ...] [--device cuda --machine h200]
 """
 import argparse
 import contextlib
@@ -122,14 +125,27 @@ def step(model: Molmo2ForConditionalGeneration, batch: dict[str, torch.Tensor], 
     return seconds, log_probs_scored.detach()
 
 
-def top_kernels(model: Molmo2ForConditionalGeneration, batch: dict[str, torch.Tensor], count: int = 15) -> list[dict]:
-    """The profiler's `count` costliest operators by self device time over one `chunked` micro-batch."""
-    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+def profile_step(model: Molmo2ForConditionalGeneration, batch: dict[str, torch.Tensor], variant: str,
+                 clock: Callable[[], None], count: int = 15) -> dict:
+    """One micro-batch of `variant` under the profiler: {"variant", "wall_ms", "device_busy_ms", "operators",
+    "top"}, the top `count` operators by self device time (by self CPU time where no device ran)."""
+    entropy_fn, response_only, _ = VARIANTS[variant]
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available() and batch["input_ids"].is_cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as profile:
-        step(model, batch, entropy_from_logits, False, torch.cuda.synchronize)
-    events = sorted(profile.key_averages(), key=lambda e: e.self_device_time_total, reverse=True)[:count]
-    return [{"name": e.key, "calls": e.count, "self_device_ms": e.self_device_time_total / 1e3,
-             "self_cpu_ms": e.self_cpu_time_total / 1e3} for e in events]
+        start = time.perf_counter()
+        step(model, batch, entropy_fn, response_only, clock)
+        wall = time.perf_counter() - start
+    events = profile.key_averages()
+    top = sorted(events, key=lambda e: (e.self_device_time_total, e.self_cpu_time_total), reverse=True)[:count]
+    return {"variant": variant, "wall_ms": 1e3 * wall,
+            # the kernels' own events: an operator's self device time counts its kernels a second time
+            "device_busy_ms": sum(e.self_device_time_total for e in events
+                                  if e.device_type == torch.autograd.DeviceType.CUDA) / 1e3,
+            "operators": sum(e.count for e in events),
+            "top": [{"name": e.key, "calls": e.count, "self_device_ms": e.self_device_time_total / 1e3,
+                     "self_cpu_ms": e.self_cpu_time_total / 1e3} for e in top]}
 
 
 def main() -> None:
@@ -140,6 +156,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--pad-to", type=int, help="pad every row to this many tokens (e.g. the RL run's "
                         "max_prompt_length + max_response_length) instead of the micro-batch's longest")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="the variants to run, in order (default: all); the last one is profiled")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--machine", default="cpu2", help="name for bench/results/update_step_<machine>.json")
     parser.add_argument("--out", help="the result file (default: bench/results/update_step_<machine>.json)")
@@ -163,7 +181,8 @@ def main() -> None:
                          "per_micro_batch_scored": [int(b["scored"].sum()) for b in batches[1:]]},
               "variants": {}}
     log_probs = {}
-    for name, (entropy_fn, response_only, checkpointing) in VARIANTS.items():
+    for name in args.variants:
+        entropy_fn, response_only, checkpointing = VARIANTS[name]
         (model.gradient_checkpointing_enable if checkpointing else model.gradient_checkpointing_disable)()
         if on_gpu:
             torch.cuda.reset_peak_memory_stats()
@@ -176,11 +195,12 @@ def main() -> None:
         stages = result["variants"][name]["median_ms"]
         print(f"{name:>14}: " + "  ".join(f"{k} {v:8.1f} ms" for k, v in stages.items()), flush=True)
     tolerance = 2e-2 if on_gpu else 1e-4  # bf16 logits from differently shaped matmuls
-    result["log_probs_equal"] = all(torch.allclose(log_probs[name], log_probs["chunked"], atol=tolerance)
-                                    for name in VARIANTS)
-    if on_gpu:
-        model.gradient_checkpointing_enable()  # as the `chunked` variant ran
-        result["top_kernels_chunked"] = top_kernels(model, batches[1])
+    first = log_probs[args.variants[0]]
+    result["log_probs_equal"] = all(torch.allclose(values, first, atol=tolerance) for values in log_probs.values())
+    result["profile"] = profile_step(model, batches[1], args.variants[-1], clock)  # as the last variant ran
+    profiled = result["profile"]
+    print(f"profiled {profiled['variant']}: wall {profiled['wall_ms']:.1f} ms, device busy "
+          f"{profiled['device_busy_ms']:.1f} ms, {profiled['operators']} operators", flush=True)
     result.update(torch=torch.__version__, python=platform.python_version(),
                   device=torch.cuda.get_device_name() if on_gpu else platform.machine())
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"update_step_{args.machine}.json"

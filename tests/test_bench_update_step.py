@@ -63,10 +63,28 @@ def test_a_run_times_every_stage_of_every_variant(molmo2_dir, tmp_path):
     for variant in result["variants"].values():
         assert set(variant["median_ms"]) == {*update_step.STAGES, "total"}
         assert all(ms > 0 for ms in variant["median_ms"].values())
+    # the last variant, the plugin's path in the learning recipe, under the profiler (no device here: CPU times)
+    profiled = result["profile"]
+    assert profiled["variant"] == "response_only_no_checkpointing" and profiled["device_busy_ms"] == 0
+    assert profiled["wall_ms"] > 0 and profiled["operators"] >= len(profiled["top"]) > 0
+    assert any(op["name"] == "aten::mm" and op["self_cpu_ms"] > 0 for op in profiled["top"])
     tokens = result["tokens"]
     assert len(tokens["per_micro_batch_padded"]) == 2  # the warm-up micro-batch is not counted
     assert all(s < r <= p for s, r, p in zip(tokens["per_micro_batch_scored"], tokens["per_micro_batch_real"],
                                              tokens["per_micro_batch_padded"]))
+
+
+def test_chosen_variants_run_in_order_and_the_last_is_profiled(molmo2_dir, tmp_path):
+    parquet, out = tmp_path / "rows.parquet", tmp_path / "result.json"
+    rows(4).to_parquet(parquet)
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "update_step.py"), "--model", str(molmo2_dir),
+                           "--rows", str(parquet), "--batch", "2", "--steps", "1", "--out", str(out),
+                           "--variants", "response_only_no_checkpointing", "chunked"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert list(result["variants"]) == ["response_only_no_checkpointing", "chunked"]
+    assert result["profile"]["variant"] == "chunked" and result["log_probs_equal"] is True
 
 
 def test_too_few_rows_are_refused_by_name(molmo2_dir, tmp_path):
