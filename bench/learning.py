@@ -346,7 +346,7 @@ def joined_sessions(logs: list[str]) -> str:
     that trains an iteration an earlier one trained is no continuation but another run (a replicate): ValueError."""
     trained_up_to = 0
     for number, log in enumerate(logs, 1):
-        trained = [iteration for iteration, metrics in logged_steps(log).items() if "env/success_rate" in metrics]
+        trained = [point["iteration"] for point in training_success(log)]
         if trained and min(trained) <= trained_up_to:
             raise ValueError(f"session {number} trains iteration {min(trained)} again (an earlier session trained "
                              f"up to {trained_up_to}): a run of its own, not a continuation; give it another seed")
