@@ -17,18 +17,31 @@ ROOT = pathlib.Path(__file__).parents[1]
 RECIPE = ROOT / "recipes" / "alfworld_learning" / "run.sh"
 
 
-@pytest.mark.parametrize("gpus", [1, 2])
-def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, tmp_path, gpus):
+def dry_work(tmp_path: pathlib.Path, model_dir, data_dir) -> pathlib.Path:
+    """A recipe WORK holding the fixture games' data and a checkpoint as its SFT model."""
     work = tmp_path / "work"
     work.mkdir()
     (work / "data").symlink_to(data_dir)
     (work / "sft_model").symlink_to(model_dir)
-    env = {**os.environ, "WORK": str(work), "DRY_RUN": "1", "PYTHON": sys.executable, "SEEDS": "3", "LR": "3e-5",
-           "PENALTY": "0.2", "TEST_FREQ": "4", "ITERATIONS": "12", "TEMPERATURE": "0.5", "N_GPUS": str(gpus)}
-    env.pop("MODEL_PATH", None)
-    done = subprocess.run(["bash", str(RECIPE), "rl"], env=env, capture_output=True, text=True, timeout=600,
+    return work
+
+
+def dry_run(work: pathlib.Path, stage: str, **variables: str) -> subprocess.CompletedProcess:
+    """The recipe's `stage` with DRY_RUN=1 in `work` (each run's checked config in runs/<run>/config.yaml), with
+    the recipe `variables` (MODEL_PATH only where given); it must succeed."""
+    env = {key: value for key, value in os.environ.items() if key != "MODEL_PATH"}
+    env.update(WORK=str(work), DRY_RUN="1", PYTHON=sys.executable, **variables)
+    done = subprocess.run(["bash", str(RECIPE), stage], env=env, capture_output=True, text=True, timeout=600,
                           cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, tmp_path, gpus):
+    work = dry_work(tmp_path, model_dir, data_dir)
+    dry_run(work, "rl", SEEDS="3", LR="3e-5", PENALTY="0.2", TEST_FREQ="4", ITERATIONS="12", TEMPERATURE="0.5",
+            N_GPUS=str(gpus))
     configs = {name: OmegaConf.load(work / "runs" / f"{name}_seed3" / "config.yaml")
                for name in ("gigpo", "grpo")}
     for name, config in configs.items():
@@ -63,15 +76,8 @@ def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, t
 
 
 def test_a_named_model_keeps_the_configs_batch_shape(model_dir, data_dir, tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "data").symlink_to(data_dir)
-    (work / "sft_model").symlink_to(model_dir)
-    env = {**os.environ, "WORK": str(work), "DRY_RUN": "1", "PYTHON": sys.executable, "SEEDS": "0",
-           "MODEL_PATH": str(model_dir)}
-    done = subprocess.run(["bash", str(RECIPE), "rl-gigpo"], env=env, capture_output=True, text=True, timeout=600,
-                          cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
+    work = dry_work(tmp_path, model_dir, data_dir)
+    dry_run(work, "rl-gigpo", SEEDS="0", MODEL_PATH=str(model_dir))
     config = OmegaConf.load(work / "runs" / "gigpo_seed0" / "config.yaml")
     default = OmegaConf.load(ROOT / "molmo_agent" / "config" / "alfworld_gigpo.yaml").actor_rollout_ref
     assert config.actor_rollout_ref.model.enable_gradient_checkpointing is True
@@ -92,22 +98,14 @@ WEIGHTS_AND_STATE = ["model", "extra"]
 ])
 def test_a_checkpoint_without_the_optimizer_resumes_with_fresh_moments(model_dir, data_dir, tmp_path,
                                                                        save_optimizer, carried, saves, loads):
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "data").symlink_to(data_dir)
-    (work / "sft_model").symlink_to(model_dir)
+    work = dry_work(tmp_path, model_dir, data_dir)
     ckpt = work / "runs" / "grpo_seed1" / "ckpt"
     if carried:
         (ckpt / "global_step_7" / "actor").mkdir(parents=True)
         (ckpt / "latest_checkpointed_iteration.txt").write_text("7")
         for name in carried:
             (ckpt / "global_step_7" / "actor" / name).write_bytes(b"")
-    env = {**os.environ, "WORK": str(work), "DRY_RUN": "1", "PYTHON": sys.executable, "SEEDS": "1",
-           "TEST_FREQ": "3", "SAVE_FREQ": "1", "SAVE_OPTIMIZER": save_optimizer}
-    env.pop("MODEL_PATH", None)
-    done = subprocess.run(["bash", str(RECIPE), "rl-grpo"], env=env, capture_output=True, text=True, timeout=600,
-                          cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = dry_run(work, "rl-grpo", SEEDS="1", TEST_FREQ="3", SAVE_FREQ="1", SAVE_OPTIMIZER=save_optimizer)
     config = OmegaConf.load(work / "runs" / "grpo_seed1" / "config.yaml")
     assert config.trainer.save_freq == 1 and config.trainer.test_freq == 3
     assert list(config.actor_rollout_ref.actor.checkpoint.save_contents) == saves
