@@ -1,6 +1,7 @@
 """Our chunked log-probabilities equal an fp32 log_softmax (values and gradients, labels beyond the LM head's
-vocabulary included), and after `import verl` they are what verl's engine computes its log-probs with; both
-replacements of verl's functions (log-probs, entropy) are switchable, idempotent and logged once."""
+vocabulary included), and after `import verl` they are what verl's engine computes its log-probs with; each
+replacement of verl's functions (log-probs, entropy, row selection) is switchable, idempotent and logged once."""
+import importlib
 import logging
 import os
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from molmo_agent.integrations.verl import entropy, logprobs
+from molmo_agent.integrations.verl import entropy, logprobs, row_select
 from molmo_agent.integrations.verl.logprobs import logprobs_from_logits
 
 VOCAB = 50
@@ -77,24 +78,25 @@ def test_mismatched_labels_are_refused_by_name():
         logprobs_from_logits(torch.zeros(4, VOCAB), torch.zeros(5, dtype=torch.long))
 
 
-@pytest.mark.parametrize("module, name, phrase", [
-    (logprobs, "logprobs_from_logits_v2", "chunked log-softmax"),
-    (entropy, "entropy_from_logits", "chunked fp32 entropy"),
-], ids=["log-probs", "entropy"])
-def test_each_patch_is_switchable_idempotent_and_logged_once(monkeypatch, caplog, module, name, phrase):
-    from verl.utils import torch_functional
+@pytest.mark.parametrize("module, verl_module, name, phrase", [
+    (logprobs, "verl.utils.torch_functional", "logprobs_from_logits_v2", "chunked log-softmax"),
+    (entropy, "verl.utils.torch_functional", "entropy_from_logits", "chunked fp32 entropy"),
+    (row_select, "verl.utils.tensordict_utils", "index_select_tensor_dict", "jagged rows gathered"),
+], ids=["log-probs", "entropy", "row-select"])
+def test_each_patch_is_switchable_idempotent_and_logged_once(monkeypatch, caplog, module, verl_module, name, phrase):
+    verl_module = importlib.import_module(verl_module)
 
     def verls(*_):
         raise AssertionError("not ours")
 
-    monkeypatch.setattr(torch_functional, name, verls)
+    monkeypatch.setattr(verl_module, name, verls)
     monkeypatch.setenv(module.SWITCH, "0")
     assert not module.patch_verl()
-    assert getattr(torch_functional, name) is verls
+    assert getattr(verl_module, name) is verls
     monkeypatch.delenv(module.SWITCH)
     with caplog.at_level(logging.INFO, logger=module.__name__):
         assert module.patch_verl() and module.patch_verl()
-    installed = getattr(torch_functional, name)
+    installed = getattr(verl_module, name)
     assert installed is not verls and installed.__module__ == module.__name__
     assert len([r for r in caplog.records if phrase in r.getMessage()]) == 1
 

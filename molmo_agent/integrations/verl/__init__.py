@@ -18,15 +18,16 @@ def show_our_logs() -> None:
 
 def register() -> None:
     """Register our components in verl's registries (and Molmo2 with transformers) and replace verl's per-token
-    log-prob loop and its entropy; idempotent."""
+    log-prob loop, its entropy and its row selection of nested tensors; idempotent."""
     show_our_logs()
-    from molmo_agent.integrations.verl import advantage, engine, entropy, flops, logprobs
+    from molmo_agent.integrations.verl import advantage, engine, entropy, flops, logprobs, row_select
     from molmo_agent.models import molmo2
 
     advantage.register_estimators()
     flops.register_flops()
     logprobs.patch_verl()
     entropy.patch_verl()
+    row_select.patch_verl()
     engine.register_engine()
     # Importing registers: the V1 trainer `agent_sync` and the agent loop `env_agent` (verl's registries).
     from molmo_agent.integrations.verl import agent_loop, trainer  # noqa: F401

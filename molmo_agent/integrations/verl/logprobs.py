@@ -13,6 +13,7 @@ token); ours runs the same arithmetic over thousands of rows per launch.
 import logging
 import os
 from collections.abc import Callable
+from types import ModuleType
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -84,20 +85,23 @@ def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return flat.view(labels.shape)
 
 
-def replace_verl_function(name: str, ours: Callable, switch: str, description: str) -> bool:
-    """Make `verl.utils.torch_functional.<name>` our `ours`, unless the environment variable `switch` is "0".
+def replace_verl_function(name: str, ours: Callable, switch: str, description: str,
+                          module: ModuleType | None = None) -> bool:
+    """Make `<module>.<name>` (verl.utils.torch_functional unless `module` is given) our `ours`, unless the
+    environment variable `switch` is "0".
 
     verl's callers look the function up in that module at each call, so replacing the attribute reaches them.
     Idempotent; logs `description` once per process on `ours`' module's logger. Returns whether ours is installed.
     """
-    from verl.utils import torch_functional
+    if module is None:
+        from verl.utils import torch_functional as module
 
     if os.environ.get(switch, "1") == "0":
         return False
-    if getattr(torch_functional, name) is not ours:
-        setattr(torch_functional, name, ours)
-        logging.getLogger(ours.__module__).info("verl's %s: %s (verl.utils.torch_functional.%s; %s=0 keeps verl's)",
-                                                name, description, name, switch)
+    if getattr(module, name) is not ours:
+        setattr(module, name, ours)
+        logging.getLogger(ours.__module__).info("verl's %s: %s (%s.%s; %s=0 keeps verl's)",
+                                                name, description, module.__name__, name, switch)
     return True
 
 
