@@ -172,6 +172,36 @@ def test_wait_fetches_a_folders_files_a_few_per_call_sums_first(tmp_path: Path) 
         _stop_lanes(home)
 
 
+def test_once_the_done_lanes_are_packed_a_fetch_wait_brings_four_parts_and_no_logs(tmp_path: Path) -> None:
+    """The first wait after every lane is done packs their logs; later `--fetch` waits give the whole call to parts."""
+    repo, home = _checkout(tmp_path), tmp_path / "home"
+    home.mkdir()
+    parts = home / "export"
+    parts.mkdir()
+    for name in ("SHA256SUMS", *(f"part{i:02d}" for i in range(10))):
+        (parts / name).write_text(name)
+    try:
+        assert _start(repo, home, "g", None).returncode == 0
+
+        def wait(call: int) -> tuple[list[str], bool]:
+            out = tmp_path / f"out{call}"
+            out.mkdir()
+            env = {k: v for k, v in os.environ.items() if k != "FETCH_PER_WAIT"} | {"HOME": str(home), "OUT": str(out)}
+            done = subprocess.run(["bash", "tests/gpu/background.sh", "wait", "0", "--fetch", str(parts)],
+                                  cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stdout + done.stderr
+            return sorted(p.name for p in (out / "fetch").iterdir()), (out / "lanes.tar.gz").exists()
+
+        assert wait(1) == (["SHA256SUMS", "part00", "part01"], True)  # the lane still runs: logs and three
+        (home / "bg-g.done").touch()
+        assert wait(2) == (["part02", "part03", "part04"], True)  # the first wait that sees it done packs its logs
+        assert wait(3) == (["part05", "part06", "part07", "part08"], False)
+        assert _start(repo, home, "g", None).returncode == 0  # a new lane: its logs are packed again
+        assert wait(4)[1]
+    finally:
+        _stop_lanes(home)
+
+
 def test_wait_names_a_fetch_folder_that_does_not_exist(tmp_path: Path) -> None:
     repo, home = _checkout(tmp_path), tmp_path / "home"
     home.mkdir()

@@ -12,7 +12,8 @@
 #       dumps so far (validation/WORK/RUN/*.jsonl: molmo_agent.integrations.verl.validation_dump reads them).
 #       --fetch DIR: also copy the next FETCH_PER_WAIT (3) files of DIR that no earlier wait fetched into
 #       $OUT/fetch/, SHA256SUMS first: a checkpoint's 16 MiB parts come back over the waits of a session (the
-#       device tool returns at most 64 MiB a call)
+#       device tool returns at most 64 MiB a call). Once an earlier wait packed the lanes after every one was
+#       done, a --fetch wait packs nothing and copies four (FETCH_PER_WAIT unset): all the 64 MiB hold
 #
 # Lanes run side by side, one per GPU (`CUDA_VISIBLE_DEVICES=1 background.sh start --lane b sft`). A lane named
 # with --lane installs the checkout into its own $HOME/project-NAME and runs with RAY_STOP=0: each run starts its
@@ -28,6 +29,7 @@
 set -uo pipefail
 LANES=$HOME/bg-lanes  # the lanes started on this node, one name per line
 FETCHED=$HOME/bg-fetched  # the files `wait --fetch` copied to $OUT so far, one path per line
+PACKED_DONE=$HOME/bg-packed-done  # a wait packed the lanes' logs after every lane was done
 
 fetch_next() {  # fetch_next DIR N: the next N files of DIR not fetched before (SHA256SUMS first) into $OUT/fetch
   local dir=$1 n=$2 file copied=() left
@@ -63,7 +65,7 @@ case ${1:-} in
         done
       done < "$LANES"
     fi
-    rm -rf "$bg" "$bg_out" "$bg.done" "$bg.shares" && mkdir -p "$bg" "$bg_out"
+    rm -rf "$bg" "$bg_out" "$bg.done" "$bg.shares" "$PACKED_DONE" && mkdir -p "$bg" "$bg_out"
     echo "$gpus" > "$bg.gpus"
     [ -z "$shares" ] || touch "$bg.shares"
     grep -qx "$lane" "$LANES" 2>/dev/null || echo "$lane" >> "$LANES"
@@ -91,6 +93,11 @@ case ${1:-} in
     deadline=$((SECONDS + seconds))
     done_all() { local lane; for lane in "${lanes[@]}"; do [ -f "$HOME/bg-$lane.done" ] || return 1; done; }
     until done_all || [ $SECONDS -ge $deadline ]; do sleep 5; done
+    if [ -n "$fetch" ] && [ -f "$PACKED_DONE" ]; then
+      echo "every lane was done when an earlier wait packed their logs: no lanes.tar.gz, the call's room to parts"
+      fetch_next "$fetch" "${FETCH_PER_WAIT:-4}"
+      exit 0
+    fi
     collected=$(mktemp -d)
     for lane in "${lanes[@]}"; do
       bg=$HOME/bg-$lane bg_out=$HOME/bg-out-$lane
@@ -123,6 +130,7 @@ case ${1:-} in
     done
     # One file: the device tool brings back at most 8 files from $OUT.
     tar -czf "${OUT:?}/lanes.tar.gz" -C "$collected" . && rm -rf "$collected"
+    ! done_all || touch "$PACKED_DONE"
     echo "logs and JSON of every lane: \$OUT/lanes.tar.gz ($(du -h "$OUT/lanes.tar.gz" | cut -f1))"
     [ -z "$fetch" ] || fetch_next "$fetch" "${FETCH_PER_WAIT:-3}"
     ;;
