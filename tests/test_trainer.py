@@ -213,3 +213,32 @@ def test_environment_steps_add_up_over_iterations_and_survive_a_resume(monkeypat
     assert resumed._validate()["env/cumulative_steps"] == 10  # the resumed run's validation at step 2
     resumed._compute_advantage(batch, metrics := {})
     assert metrics["env/cumulative_steps"] == 15
+
+
+SCHEMA = {"input_ids": {"is_non_tensor": False, "is_nested": True}, "uid": {"is_non_tensor": True},
+          "multi_modal_inputs": {"is_non_tensor": True}, "advantages": {"is_non_tensor": False},
+          "extra_fields": {"is_non_tensor": True}, "metrics": {"is_non_tensor": True}}
+
+
+def test_the_engine_fetches_tensor_fields_and_multi_modal_inputs_only():
+    assert trainer.engine_fields(SCHEMA) == ["input_ids", "multi_modal_inputs", "advantages"]
+
+
+@pytest.mark.parametrize("stage", ["_compute_old_log_prob", "_compute_ref_log_prob", "_update_actor"])
+def test_each_actor_stage_runs_verls_with_the_engines_fields_then_restores_them(monkeypatch, stage):
+    class Stored:
+        field_schema = SCHEMA
+
+    seen = []
+
+    def verls(self, batch, metrics):
+        seen.append(list(batch.fields))
+        raise RuntimeError("the worker failed")
+
+    monkeypatch.setattr(trainer, "kv_batch_meta2batch_meta", lambda batch: Stored)
+    monkeypatch.setattr(trainer.PPOTrainerSync, stage, verls)
+    batch = KVBatchMeta(partition_id="train_0", keys=["k0"], tags=[{}])
+    with pytest.raises(RuntimeError, match="the worker failed"):
+        getattr(object.__new__(AgentTrainer), stage)(batch, {})
+    assert seen == [["input_ids", "multi_modal_inputs", "advantages"]]
+    assert batch.fields is None  # every other reader of the batch sees all its fields again
