@@ -1,6 +1,6 @@
 """Our chunked log-probabilities equal an fp32 log_softmax (values and gradients, labels beyond the LM head's
 vocabulary included), and after `import verl` they are what verl's engine computes its log-probs with; each
-replacement of verl's functions (log-probs, entropy, row selection) is switchable, idempotent and logged once."""
+replacement of verl's functions (log-probs, entropy, row selection, response rows) is switchable, idempotent and logged once."""
 import importlib
 import logging
 import os
@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from molmo_agent.integrations.verl import entropy, logprobs, row_select
+from molmo_agent.integrations.verl import entropy, logprobs, response_columns, row_select
 from molmo_agent.integrations.verl.logprobs import logprobs_from_logits
 
 VOCAB = 50
@@ -82,7 +82,8 @@ def test_mismatched_labels_are_refused_by_name():
     (logprobs, "verl.utils.torch_functional", "logprobs_from_logits_v2", "chunked log-softmax"),
     (entropy, "verl.utils.torch_functional", "entropy_from_logits", "chunked fp32 entropy"),
     (row_select, "verl.utils.tensordict_utils", "index_select_tensor_dict", "jagged rows gathered"),
-], ids=["log-probs", "entropy", "row-select"])
+    (response_columns, "verl.workers.utils.padding", "no_padding_2_padding", "response rows gathered"),
+], ids=["log-probs", "entropy", "row-select", "response-rows"])
 def test_each_patch_is_switchable_idempotent_and_logged_once(monkeypatch, caplog, module, verl_module, name, phrase):
     verl_module = importlib.import_module(verl_module)
 
