@@ -225,14 +225,14 @@ def test_the_engine_fetches_tensor_fields_and_multi_modal_inputs_only():
 
 
 @pytest.mark.parametrize("stage", ["_compute_old_log_prob", "_compute_ref_log_prob", "_update_actor"])
-def test_each_actor_stage_runs_verls_with_the_engines_fields_then_restores_them(monkeypatch, stage):
+def test_each_actor_stage_fetches_the_engines_fields_then_restores_them_unless_switched_off(monkeypatch, stage):
     class Stored:
         field_schema = SCHEMA
 
     seen = []
 
     def verls(self, batch, metrics):
-        seen.append(list(batch.fields))
+        seen.append(None if batch.fields is None else list(batch.fields))
         raise RuntimeError("the worker failed")
 
     monkeypatch.setattr(trainer, "kv_batch_meta2batch_meta", lambda batch: Stored)
@@ -242,3 +242,7 @@ def test_each_actor_stage_runs_verls_with_the_engines_fields_then_restores_them(
         getattr(object.__new__(AgentTrainer), stage)(batch, {})
     assert seen == [["input_ids", "multi_modal_inputs", "advantages"]]
     assert batch.fields is None  # every other reader of the batch sees all its fields again
+    monkeypatch.setenv(trainer.FIELDS_SWITCH, "0")  # verl's fetch of every field
+    with pytest.raises(RuntimeError, match="the worker failed"):
+        getattr(object.__new__(AgentTrainer), stage)(batch, {})
+    assert seen[-1] is None

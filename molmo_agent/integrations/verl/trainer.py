@@ -15,7 +15,7 @@ The actor's stages (old log-probs, reference log-probs, update) fetch only the f
 worker bridge fetches every field of every step sample otherwise, and builds a Python object per sample for each
 non-tensor one (the agent loop's extra fields, metrics, ids: ~15 of them), ~2 s of host time a stage for ~3,100
 step samples, measured on the CPU. Of the per-sample non-tensor fields, verl's engines read `multi_modal_inputs`
-alone; tensor fields all still travel.
+alone; tensor fields all still travel. `MOLMO_AGENT_ENGINE_FIELDS=0` keeps verl's fetch of every field.
 """
 import contextlib
 import json
@@ -45,6 +45,7 @@ ENV_STEPS_FILE = "env_steps.json"
 # The per-sample non-tensor fields verl's engines read (`prepare_model_inputs`); the others stay in TransferQueue
 # during the actor's stages.
 ENGINE_NON_TENSOR_FIELDS = ("multi_modal_inputs",)
+FIELDS_SWITCH = "MOLMO_AGENT_ENGINE_FIELDS"
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ class AgentTrainer(PPOTrainerSync):
     def _actor_stage(stage: Callable[[KVBatchMeta, dict], KVBatchMeta], batch: KVBatchMeta,
                      metrics: dict) -> KVBatchMeta:
         """verl's `stage`, its worker fetching only the fields the engine reads (module docstring)."""
+        if os.environ.get(FIELDS_SWITCH, "1") == "0":
+            return stage(batch, metrics)
         with fetching(batch, engine_fields(kv_batch_meta2batch_meta(batch).field_schema)):
             return stage(batch, metrics)
 
