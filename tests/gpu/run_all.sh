@@ -132,8 +132,10 @@ learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under t
   for parts in "$HOME"/acc-run-*/; do  # this lane's runs continued from an earlier machine's checkpoint
     [ -d "$parts" ] || continue
     run=$(basename "$parts") run=${run#acc-run-}
-    [[ " ${LEARN_SEEDS:-0} " == *" ${run#"${LEARN_ESTIMATOR}"_seed} "* && $run == "${LEARN_ESTIMATOR}"_seed* ]] ||
-      continue
+    [[ $run == "${LEARN_ESTIMATOR}"_seed* ]] || continue  # the other estimator's lane continues it
+    [[ " ${LEARN_SEEDS:-0} " == *" ${run#"${LEARN_ESTIMATOR}"_seed} "* ]] || {
+      echo "learn-rl: $parts continues seed ${run#"${LEARN_ESTIMATOR}"_seed}, not in LEARN_SEEDS (${LEARN_SEEDS:-0})"
+      return 2; }
     [ -d "$LEARN_WORK/runs/$run/ckpt" ] ||
       python3 -m molmo_agent.models.checkpoint_parts join "$parts" "$LEARN_WORK/runs/$run/ckpt" || return 1
   done

@@ -1,0 +1,31 @@
+"""`tests/gpu/run_all.sh`'s learn-rl stage joins the runs carried in from an earlier machine for its estimator and
+seeds, and refuses one of its estimator's runs whose seed it does not run (LEARN_SEEDS defaults to 0: a carried
+seed-2 run would otherwise be left behind while seed 0 starts afresh). The stage's function runs alone here, with
+`python3` stubbed to print what it was asked."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LEARN_RL = ('python3() { echo "python3 $*"; return 1; }; '
+            'eval "$(sed -n "/^learn_rl() {/,/^}/p" tests/gpu/run_all.sh)"; learn_rl')
+
+
+def learn_rl(home: Path, seeds: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOME": str(home), "LEARN_ESTIMATOR": "gigpo", "LEARN_SEEDS": seeds,
+           "LEARN_WORK": str(home / "work")}
+    return subprocess.run(["bash", "-c", LEARN_RL], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_carried_run_of_a_seed_not_run_is_refused_by_name(tmp_path: Path) -> None:
+    for run in ("gigpo_seed2", "grpo_seed0"):  # the other estimator's run is the other lane's
+        (tmp_path / f"acc-run-{run}").mkdir()
+    done = learn_rl(tmp_path, "0")
+    assert done.returncode == 2
+    assert done.stdout.strip() == f"learn-rl: {tmp_path}/acc-run-gigpo_seed2/ continues seed 2, not in LEARN_SEEDS (0)"
+    done = learn_rl(tmp_path, "1 2")  # its seed: joined (the stub join fails, so the stage stops there)
+    assert done.stdout.splitlines()[0] == (f"python3 -m molmo_agent.models.checkpoint_parts join "
+                                           f"{tmp_path}/acc-run-gigpo_seed2/ {tmp_path}/work/runs/gigpo_seed2/ckpt")
+    assert done.returncode == 1
