@@ -1,14 +1,14 @@
 """Rows of a TensorDict by index, with each jagged nested tensor gathered in one indexing op, in place of verl's.
 
-verl's `index_select_tensor_dict` (verl.utils.tensordict_utils) selects rows of a nested tensor by unbinding it
-into one tensor per row, picking from that list in Python and concatenating again. Its `make_iterator` calls it
-once per mini-batch of the actor's update, so each of the update's mini-batches unbinds every row of every nested
-field of the whole batch: on the learning recipe's ~3,100 step samples and 27 mini-batches, ~2 M rows of Python
-work (a third of the update's host time measured on the CPU, growing as the square of the batch). Our engine's
-length sort and verl's micro-batch split call it too. Ours computes each selected token's place in the nested
-tensor's values from its offsets and gathers them at once; plain tensors, non-tensor stacks and nested tensors
-that are not plain jagged (holes, `lengths`) go through verl's own function. verl's iterator and callers look the function
-up in its module at each call, so replacing that one attribute reaches them.
+verl's `index_select_tensor_dict` (verl.utils.tensordict_utils) selects rows of a nested tensor by unbinding it into
+one tensor per row, picking from that list in Python and concatenating again. Its `make_iterator` calls it once per
+mini-batch of the actor's update, so each of the update's mini-batches unbinds every row of every nested field of
+the whole batch: on the learning recipe's ~3,100 step samples and 27 mini-batches, ~2 M rows of Python work (a third
+of the update's host time measured on the CPU, growing as the square of the batch). Our engine's length sort and
+verl's micro-batch split call it too. Ours computes each selected token's place in the nested tensor's values from
+its offsets and gathers them at once; plain tensors, non-tensor stacks and nested tensors that are not plain jagged
+(holes, `lengths`) go through verl's own function. verl's iterator and callers look the function up in its module at
+each call, so replacing that one attribute reaches them.
 
     offsets' = [0, cumsum(lengths[indices])]                          (b + 1)
     gather   = repeat(offsets[indices] - offsets'[:-1], lengths[indices]) + arange(offsets'[-1])
