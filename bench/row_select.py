@@ -13,10 +13,12 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import torch
+from tensordict import TensorDict
 from verl.utils import tensordict_utils as tu
 
 from molmo_agent.integrations.verl import row_select
@@ -27,7 +29,7 @@ SEQUENCE_FIELDS = ("input_ids", "position_ids", "attention_mask", "loss_mask")
 ANSWER_FIELDS = ("responses", "response_mask", "old_log_probs", "ref_log_prob", "advantages")
 
 
-def step_batch(prompt_lengths: list[int], answer_lengths: list[int]):
+def step_batch(prompt_lengths: list[int], answer_lengths: list[int]) -> TensorDict:
     """A TensorDict of step samples [B] with the update's nested fields and a per-sample id."""
     def nested(lengths: list[int], dtype: torch.dtype) -> torch.Tensor:
         return tu.nested_tensor_from_tensor_list([torch.zeros(n, dtype=dtype) for n in lengths])
@@ -38,7 +40,8 @@ def step_batch(prompt_lengths: list[int], answer_lengths: list[int]):
     return tu.get_tensordict({**fields, "uid": [str(i) for i in range(len(sequences))]})
 
 
-def iterate_seconds(batch, mini_batch: int, select) -> float:
+def iterate_seconds(batch: TensorDict, mini_batch: int, select: Callable[[TensorDict, torch.Tensor], TensorDict]
+                    ) -> float:
     """Seconds to consume verl's update iterator over `batch` once, with `select` as verl's row selection."""
     verls = tu.index_select_tensor_dict
     tu.index_select_tensor_dict = select
@@ -70,7 +73,8 @@ def main() -> None:
                for name, select in (("verl", row_select.VERL_INDEX_SELECT),
                                     ("ours", row_select.index_select_tensor_dict))}
     result = {"bench": "row_select", "command": "python bench/row_select.py " + " ".join(sys.argv[1:]),
-              "batch": args.batch, "mini_batch": args.mini_batch, "nested_fields": len(SEQUENCE_FIELDS + ANSWER_FIELDS),
+              "batch": args.batch, "mini_batch": args.mini_batch,
+              "nested_fields": len(SEQUENCE_FIELDS + ANSWER_FIELDS),
               "tokens": int(batch["input_ids"].offsets()[-1]), "seconds": seconds,
               "verl_over_ours": seconds["verl"] / seconds["ours"]}
     print(f"{args.batch} step samples, mini-batches of {args.mini_batch}: verl {seconds['verl']:.3f} s, "

@@ -1,6 +1,7 @@
 """Our chunked log-probabilities equal an fp32 log_softmax (values and gradients, labels beyond the LM head's
 vocabulary included), and after `import verl` they are what verl's engine computes its log-probs with; each
-replacement of verl's functions (log-probs, entropy, row selection, response rows) is switchable, idempotent and logged once."""
+replacement of verl's functions (log-probs, entropy, row selection, response rows) is switchable, idempotent and
+logged once."""
 import importlib
 import logging
 import os
