@@ -79,27 +79,30 @@ def test_mismatched_labels_are_refused_by_name():
         logprobs_from_logits(torch.zeros(4, VOCAB), torch.zeros(5, dtype=torch.long))
 
 
-@pytest.mark.parametrize("module, verl_module, name, phrase", [
-    (logprobs, "verl.utils.torch_functional", "logprobs_from_logits_v2", "chunked log-softmax"),
-    (entropy, "verl.utils.torch_functional", "entropy_from_logits", "chunked fp32 entropy"),
-    (row_select, "verl.utils.tensordict_utils", "index_select_tensor_dict", "jagged rows gathered"),
-    (response_columns, "verl.workers.utils.padding", "no_padding_2_padding", "response rows gathered"),
+@pytest.mark.parametrize("module, verl_modules, name, phrase", [
+    (logprobs, ["verl.utils.torch_functional"], "logprobs_from_logits_v2", "chunked log-softmax"),
+    (entropy, ["verl.utils.torch_functional"], "entropy_from_logits", "chunked fp32 entropy"),
+    (row_select, ["verl.utils.tensordict_utils"], "index_select_tensor_dict", "jagged rows gathered"),
+    # the loss module bound verl's function by name at import: its name is replaced too
+    (response_columns, ["verl.workers.utils.padding", "verl.workers.utils.losses"], "no_padding_2_padding",
+     "response rows gathered"),
 ], ids=["log-probs", "entropy", "row-select", "response-rows"])
-def test_each_patch_is_switchable_idempotent_and_logged_once(monkeypatch, caplog, module, verl_module, name, phrase):
-    verl_module = importlib.import_module(verl_module)
+def test_each_patch_is_switchable_idempotent_and_logged_once(monkeypatch, caplog, module, verl_modules, name, phrase):
+    verl_modules = [importlib.import_module(verl_module) for verl_module in verl_modules]
 
     def verls(*_):
         raise AssertionError("not ours")
 
-    monkeypatch.setattr(verl_module, name, verls)
+    for verl_module in verl_modules:
+        monkeypatch.setattr(verl_module, name, verls)
     monkeypatch.setenv(module.SWITCH, "0")
     assert not module.patch_verl()
-    assert getattr(verl_module, name) is verls
+    assert all(getattr(verl_module, name) is verls for verl_module in verl_modules)
     monkeypatch.delenv(module.SWITCH)
     with caplog.at_level(logging.INFO, logger=module.__name__):
         assert module.patch_verl() and module.patch_verl()
-    installed = getattr(verl_module, name)
-    assert installed is not verls and installed.__module__ == module.__name__
+    installed = {getattr(verl_module, name) for verl_module in verl_modules}
+    assert len(installed) == 1 and installed.pop().__module__ == module.__name__
     assert len([r for r in caplog.records if phrase in r.getMessage()]) == 1
 
 

@@ -15,7 +15,8 @@ when the plugin loads first, which `import verl` guarantees.
 import torch
 from torch.autograd.function import once_differentiable
 
-from molmo_agent.integrations.verl.logprobs import chunk_rows, replace_verl_function
+from molmo_agent.integrations.verl.function_replacement import replace_verl_function
+from molmo_agent.integrations.verl.logprobs import chunk_rows
 
 # `MOLMO_AGENT_FAST_ENTROPY=0` keeps verl's function (a baseline measurement with the same code).
 SWITCH = "MOLMO_AGENT_FAST_ENTROPY"
@@ -77,5 +78,7 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
 
 def patch_verl() -> bool:
     """Make verl's `entropy_from_logits` ours, unless SWITCH is "0"; idempotent."""
-    return replace_verl_function("entropy_from_logits", entropy_from_logits, SWITCH,
+    from verl.utils import torch_functional
+
+    return replace_verl_function([torch_functional], "entropy_from_logits", entropy_from_logits, SWITCH,
                                  "molmo_agent's chunked fp32 entropy")

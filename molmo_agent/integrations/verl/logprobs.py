@@ -10,13 +10,10 @@ module's namespace at each call: replacing that one attribute reaches every call
 and NPU paths as verl chose them. On a GPU each row of that loop costs kernel launches (tens of microseconds a
 token); ours runs the same arithmetic over thousands of rows per launch.
 """
-import logging
-import os
-from collections.abc import Callable
-from types import ModuleType
-
 import torch
 from torch.autograd.function import once_differentiable
+
+from molmo_agent.integrations.verl.function_replacement import replace_verl_function
 
 # `MOLMO_AGENT_FAST_LOGPROBS=0` keeps verl's loop (a baseline measurement with the same code).
 SWITCH = "MOLMO_AGENT_FAST_LOGPROBS"
@@ -85,27 +82,9 @@ def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return flat.view(labels.shape)
 
 
-def replace_verl_function(name: str, ours: Callable, switch: str, description: str,
-                          module: ModuleType | None = None) -> bool:
-    """Make `<module>.<name>` (verl.utils.torch_functional unless `module` is given) our `ours`, unless the
-    environment variable `switch` is "0".
-
-    verl's callers look the function up in that module at each call, so replacing the attribute reaches them.
-    Idempotent; logs `description` once per process on `ours`' module's logger. Returns whether ours is installed.
-    """
-    if module is None:
-        from verl.utils import torch_functional as module
-
-    if os.environ.get(switch, "1") == "0":
-        return False
-    if getattr(module, name) is not ours:
-        setattr(module, name, ours)
-        logging.getLogger(ours.__module__).info("verl's %s: %s (%s.%s; %s=0 keeps verl's)",
-                                                name, description, module.__name__, name, switch)
-    return True
-
-
 def patch_verl() -> bool:
     """Make verl's `logprobs_from_logits` fall back to ours instead of its per-row loop, unless SWITCH is "0"."""
-    return replace_verl_function("logprobs_from_logits_v2", logprobs_from_logits, SWITCH,
+    from verl.utils import torch_functional
+
+    return replace_verl_function([torch_functional], "logprobs_from_logits_v2", logprobs_from_logits, SWITCH,
                                  "falls back to molmo_agent's chunked log-softmax")

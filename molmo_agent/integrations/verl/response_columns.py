@@ -17,7 +17,7 @@ from tensordict import TensorDict
 from verl.utils import tensordict_utils as tu
 from verl.workers.utils import padding
 
-from molmo_agent.integrations.verl.logprobs import replace_verl_function
+from molmo_agent.integrations.verl.function_replacement import replace_verl_function
 
 # `MOLMO_AGENT_FAST_RESPONSE_COLUMNS=0` keeps verl's loop (a baseline measurement with the same code).
 SWITCH = "MOLMO_AGENT_FAST_RESPONSE_COLUMNS"
@@ -52,8 +52,5 @@ def patch_verl() -> bool:
     is "0"."""
     from verl.workers.utils import losses
 
-    installed = replace_verl_function("no_padding_2_padding", no_padding_2_padding, SWITCH,
-                                      "response rows gathered in one op", module=padding)
-    if installed:
-        losses.no_padding_2_padding = no_padding_2_padding
-    return installed
+    return replace_verl_function([padding, losses], "no_padding_2_padding", no_padding_2_padding, SWITCH,
+                                 "response rows gathered in one op")

@@ -17,7 +17,7 @@ import torch
 from tensordict import TensorDict
 from verl.utils import tensordict_utils
 
-from molmo_agent.integrations.verl.logprobs import replace_verl_function
+from molmo_agent.integrations.verl.function_replacement import replace_verl_function
 
 # `MOLMO_AGENT_FAST_ROW_SELECT=0` keeps verl's function (a baseline measurement with the same code).
 SWITCH = "MOLMO_AGENT_FAST_ROW_SELECT"
@@ -62,5 +62,5 @@ def index_select_tensor_dict(batch: TensorDict | None, indices: torch.Tensor | l
 
 def patch_verl() -> bool:
     """Make verl's `index_select_tensor_dict` ours, unless SWITCH is "0"."""
-    return replace_verl_function("index_select_tensor_dict", index_select_tensor_dict, SWITCH,
-                                 "jagged rows gathered in one op", module=tensordict_utils)
+    return replace_verl_function([tensordict_utils], "index_select_tensor_dict", index_select_tensor_dict, SWITCH,
+                                 "jagged rows gathered in one op")
