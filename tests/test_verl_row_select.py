@@ -65,10 +65,9 @@ def test_verls_update_iterator_selects_with_ours_after_import_verl(monkeypatch):
     import verl  # noqa: F401  (the plugin's registration replaces the function)
 
     assert tu.index_select_tensor_dict is index_select_tensor_dict
-    calls = []
+    calls, ours = [], row_select.select_jagged_rows
     monkeypatch.setattr(row_select, "select_jagged_rows",
-                        lambda nested, indices: calls.append(len(indices)) or VERL_INDEX_SELECT(
-                            TensorDict({"x": nested}, batch_size=[nested.shape[0]]), indices)["x"])
+                        lambda nested, indices: calls.append(len(indices)) or ours(nested, indices))
     batch = step_batch()
     mini_batches = list(tu.make_iterator(batch, mini_batch_size=2, epochs=1, seed=1,
                                          dataloader_kwargs={"shuffle": True}))
