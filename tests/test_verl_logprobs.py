@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from molmo_agent.integrations.verl import entropy, logprobs, response_columns, row_select
+from molmo_agent.integrations.verl import entropy, logprobs, micro_batches, response_columns, row_select
 from molmo_agent.integrations.verl.logprobs import logprobs_from_logits
 
 VOCAB = 50
@@ -83,10 +83,14 @@ def test_mismatched_labels_are_refused_by_name():
     (logprobs, ["verl.utils.torch_functional"], "logprobs_from_logits_v2", "chunked log-softmax"),
     (entropy, ["verl.utils.torch_functional"], "entropy_from_logits", "chunked fp32 entropy"),
     (row_select, ["verl.utils.tensordict_utils"], "index_select_tensor_dict", "jagged rows gathered"),
+    (micro_batches, ["verl.utils.tensordict_utils"], "chunk_tensordict", "micro-batches cut"),
+    # the FSDP engine bound verl's function by name at import
+    (micro_batches, ["verl.workers.engine.utils", "verl.workers.engine.fsdp.transformer_impl"],
+     "postprocess_batch_func", "micro-batch outputs joined"),
     # the loss module bound verl's function by name at import: its name is replaced too
     (response_columns, ["verl.workers.utils.padding", "verl.workers.utils.losses"], "no_padding_2_padding",
      "response rows gathered"),
-], ids=["log-probs", "entropy", "row-select", "response-rows"])
+], ids=["log-probs", "entropy", "row-select", "micro-batch-split", "micro-batch-join", "response-rows"])
 def test_each_patch_is_switchable_idempotent_and_logged_once(monkeypatch, caplog, module, verl_modules, name, phrase):
     verl_modules = [importlib.import_module(verl_module) for verl_module in verl_modules]
 

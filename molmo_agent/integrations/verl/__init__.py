@@ -18,10 +18,11 @@ def show_our_logs() -> None:
 
 def register() -> None:
     """Register our components in verl's registries (and Molmo2 with transformers) and replace verl's per-token
-    log-prob loop, its entropy, its row selection of nested tensors and its per-sample response rows; idempotent."""
+    log-prob loop, its entropy, its row selection, micro-batch split and output assembly of nested tensors and its
+    per-sample response rows; idempotent."""
     show_our_logs()
-    from molmo_agent.integrations.verl import (advantage, engine, entropy, flops, logprobs, response_columns,
-                                              row_select)
+    from molmo_agent.integrations.verl import (advantage, engine, entropy, flops, logprobs, micro_batches,
+                                              response_columns, row_select)
     from molmo_agent.models import molmo2
 
     advantage.register_estimators()
@@ -29,6 +30,7 @@ def register() -> None:
     logprobs.patch_verl()
     entropy.patch_verl()
     row_select.patch_verl()
+    micro_batches.patch_verl()
     response_columns.patch_verl()
     engine.register_engine()
     # Importing registers: the V1 trainer `agent_sync` and the agent loop `env_agent` (verl's registries).

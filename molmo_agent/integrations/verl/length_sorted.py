@@ -23,7 +23,6 @@ from typing import Callable
 import torch
 from tensordict import TensorDict
 from verl.utils import tensordict_utils as tu
-from verl.utils.seqlen_balancing import restore_dynamic_batch
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
 
 SWITCH = "MOLMO_AGENT_SORT_MICRO_BATCHES"
@@ -53,7 +52,8 @@ class LengthSortedMicroBatches(FSDPEngineWithLMHead):
             return super().forward_backward_batch(data, loss_function, forward_only=forward_only)
         output = super().forward_backward_batch(tu.index_select_tensor_dict(data, order), loss_function,
                                                 forward_only=forward_only)
-        # per-sample outputs, [B, ...] in sorted order -> the caller's (verl's own inverse of a reordering)
-        for key, value in output.get("model_output", {}).items():
-            output["model_output"][key] = restore_dynamic_batch(value, [order.tolist()])
+        # per-sample outputs, [B, ...] in sorted order -> the caller's: row i sits where order == i
+        if output.get("model_output"):
+            sorted_outputs = TensorDict(output["model_output"], batch_size=[len(order)])
+            output["model_output"] = dict(tu.index_select_tensor_dict(sorted_outputs, torch.argsort(order)).items())
         return output
