@@ -48,10 +48,12 @@ from molmo_agent.integrations.verl.eval_report import logged_steps  # noqa: E402
 STAGES = {"rollout": "timing_s/gen", "log_probs": "timing_s/old_log_prob", "ref_log_probs": "timing_s/ref",
           "advantage": "timing_s/adv", "update": "timing_s/update_actor", "weight_sync": "timing_s/update_weights"}
 ITERATION, MFU = "timing_s/step", "perf/mfu/actor"
-# our speed changes' switches (integrations/verl/logprobs.py, entropy.py, reference.py, response_logits.py and
-# length_sorted.py), passed to Ray's workers by the config
+# our speed changes' switches (integrations/verl/logprobs.py, entropy.py, reference.py, response_logits.py,
+# length_sorted.py, row_select.py, micro_batches.py, response_columns.py and trainer.py), passed to Ray's workers by
+# the config
 SWITCHES = ("MOLMO_AGENT_FAST_LOGPROBS", "MOLMO_AGENT_FAST_ENTROPY", "MOLMO_AGENT_REF_ON_GPU",
-            "MOLMO_AGENT_RESPONSE_LOGITS", "MOLMO_AGENT_SORT_MICRO_BATCHES")
+            "MOLMO_AGENT_RESPONSE_LOGITS", "MOLMO_AGENT_SORT_MICRO_BATCHES", "MOLMO_AGENT_FAST_ROW_SELECT",
+            "MOLMO_AGENT_FAST_MICRO_BATCHES", "MOLMO_AGENT_FAST_RESPONSE_COLUMNS", "MOLMO_AGENT_ENGINE_FIELDS")
 KEPT = re.compile(r"^(timing_s/|timing_per_token_ms/|perf/|actor/perf/|agent/|env/|gigpo/|response_length/|"
                   r"prompt_length/|training/rollout_|rollout/)")
 

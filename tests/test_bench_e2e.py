@@ -1,5 +1,6 @@
 """bench/e2e.py's row on a synthetic training log as the GPU run prints it: iteration 1 apart, the steady state as
 the medians over iterations 2..N, peak memory over the run; appending a row keeps the earlier ones."""
+import importlib
 import json
 import pathlib
 import sys
@@ -76,10 +77,12 @@ def test_the_committed_result_file_takes_rows():
 
 
 def test_the_bench_switches_are_the_plugins():
-    from molmo_agent.integrations.verl import entropy, length_sorted, logprobs, reference, response_logits
-
-    assert e2e.SWITCHES == (logprobs.SWITCH, entropy.SWITCH, reference.SWITCH, response_logits.SWITCH,
-                            length_sorted.SWITCH)
+    """Every `*SWITCH` constant of the verl seam, so that each row records it and the config passes it on."""
+    modules = [importlib.import_module(f"molmo_agent.integrations.verl.{path.stem}")
+               for path in (ROOT / "molmo_agent" / "integrations" / "verl").glob("*.py")]
+    switches = {value for module in modules for name, value in vars(module).items()
+                if name.endswith("SWITCH") and isinstance(value, str) and value.startswith("MOLMO_AGENT_")}
+    assert len(e2e.SWITCHES) == len(switches) == 9 and set(e2e.SWITCHES) == switches
 
 
 def test_sokoban_rows_count_one_pictures_image_tokens_per_step(molmo2_dir):
