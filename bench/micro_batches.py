@@ -11,22 +11,18 @@ of --repeats). Written to bench/results/micro_batches_<machine>.json.
     python bench/micro_batches.py --rows data/sft/train.parquet [--batch 3200]
 """
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
-import torch
 from tensordict import TensorDict
 from verl.utils import tensordict_utils as tu
 from verl.utils.dataset.dataset_utils import DatasetPadMode
 from verl.workers.engine import utils as engine_utils
 
 from molmo_agent.integrations.verl import micro_batches
-from row_select import step_batch
+from row_select import step_batch, write_result
 
-ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = {"log_prob_pass": ("log_probs", "entropy"), "update": ("log_probs",)}
 
 
@@ -89,9 +85,7 @@ def main() -> None:
     for stage in OUTPUTS:
         print(f"{stage}: verl {seconds['verl'][stage]:.3f} s, ours {seconds['ours'][stage]:.3f} s "
               f"({result['verl_over_ours'][stage]:.1f}x)")
-    out = Path(args.out or ROOT / "bench" / "results" / f"micro_batches_{args.machine}.json")
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"written {out}")
+    write_result(result, args)
 
 
 if __name__ == "__main__":

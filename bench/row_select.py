@@ -55,6 +55,13 @@ def iterate_seconds(batch: TensorDict, mini_batch: int, select: Callable[[Tensor
         tu.index_select_tensor_dict = verls
 
 
+def write_result(result: dict, args: argparse.Namespace) -> None:
+    """`result` to --out, by default bench/results/<bench>_<machine>.json."""
+    out = Path(args.out or ROOT / "bench" / "results" / f"{result['bench']}_{args.machine}.json")
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"written {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", required=True, help="an SFT parquet with prompt_ids and response_ids")
@@ -79,9 +86,7 @@ def main() -> None:
               "verl_over_ours": seconds["verl"] / seconds["ours"]}
     print(f"{args.batch} step samples, mini-batches of {args.mini_batch}: verl {seconds['verl']:.3f} s, "
           f"ours {seconds['ours']:.3f} s ({result['verl_over_ours']:.1f}x)")
-    out = Path(args.out or ROOT / "bench" / "results" / f"row_select_{args.machine}.json")
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"written {out}")
+    write_result(result, args)
 
 
 if __name__ == "__main__":
