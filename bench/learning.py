@@ -90,6 +90,7 @@ TABLE_COLUMNS = (
     ("vu", "val-core/alfworld/valid_unseen/acc/mean@1", ".2f"), ("ppo_kl", "actor/ppo_kl", ".3f"),
     ("clipfrac", "actor/pg_clipfrac", ".3f"), ("kl_loss", "actor/kl_loss", ".3f"),
     ("entropy", "actor/entropy", ".3f"), ("invalid", "env/invalid_action_rate", ".4f"),
+    ("inadm.", "env/inadmissible_action_rate", ".3f"),
     ("no-win g", "advantage/no_success_group_share", ".3f"),
     ("no-win |A|", "advantage/no_success_abs_share", ".3f"), ("neg |A|", "advantage/negative_abs_share", ".3f"),
     ("step s", "timing_s/step", ".0f"), ("gen", "timing_s/gen", ".0f"), ("old-lp", "timing_s/old_log_prob", ".0f"),

@@ -162,11 +162,28 @@ def test_malformed_answers_are_penalized_against_well_formed_ones(model_dir):
     assert [len(outputs) for outputs in sessions] == [MAX_STEPS] * 3
     assert [o.extra_fields[steps.IS_ACTION_VALID] for o in sessions[0]] == [True] * MAX_STEPS
     assert not any(o.extra_fields[steps.IS_ACTION_VALID] for o in sessions[1] + sessions[2])
+    # a malformed answer sends the game no action it lists: inadmissible too
+    assert [o.extra_fields[steps.IS_ACTION_ADMISSIBLE] for o in sessions[0]] == [True] * MAX_STEPS
+    assert not any(o.extra_fields[steps.IS_ACTION_ADMISSIBLE] for o in sessions[1] + sessions[2])
 
     uids, extra_fields, mask = stored(sessions)
     advantages = write_gigpo_advantages(steps.gigpo_batch(uids, extra_fields, mask), config.algorithm)
     first_token = advantages.batch["advantages"][:, 0].reshape(3, MAX_STEPS)
     assert torch.all(first_token[0] > 0) and torch.all(first_token[1:] < 0)
+
+
+def test_a_well_formed_action_the_game_does_not_list_is_valid_but_inadmissible(model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    answers = ["<think>I look around.</think><action>look</action>",
+               "<think>Hm.</think><action>eat moon</action>"]  # within the tiny tokenizer's 24 tokens
+    sessions = play(compose_config(model_dir), [ScriptedServer(tokenizer, text) for text in answers], tokenizer,
+                    game_files()[0])
+    fields = [[output.extra_fields for output in outputs] for outputs in sessions]
+    assert [[f[steps.IS_ACTION_VALID] for f in session] for session in fields] == [[True] * MAX_STEPS] * 2
+    assert [[f[steps.IS_ACTION_ADMISSIBLE] for f in session] for session in fields] == [[True] * MAX_STEPS,
+                                                                                        [False] * MAX_STEPS]
+    summaries = [outputs[-1].extra_fields["reward_extra_info"] for outputs in sessions]
+    assert [(s["invalid_action_rate"], s["inadmissible_action_rate"]) for s in summaries] == [(0, 0), (0, 1)]
 
 
 def test_reward_invalid_penalty_charges_grpo_episode_returns_per_invalid_action(model_dir):

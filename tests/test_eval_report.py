@@ -29,7 +29,7 @@ def validation_log(step: int) -> str:
     which reads no trainer state) over the `reward_extra_info` our agent loop gives each episode, filled per key as verl fills it."""
     sources, uids, infos = [], [], {"reward": []}
     for index, (split, task_type, won) in enumerate(EPISODES):
-        summary = {"acc": float(won), **episode_metrics([EpisodeRecord(task_type, won, 5, 1)])}
+        summary = {"acc": float(won), **episode_metrics([EpisodeRecord(task_type, won, 5, 1, 3)])}
         for key in infos:
             infos[key].append(summary.get(key, 0.0 if key == "reward" else None))
         for key in summary.keys() - infos.keys():
@@ -61,6 +61,7 @@ def test_validation_metrics_read_back_per_split_and_task_type():
     assert seen["success_by_task_type"] == {"pick_and_place_simple": 1.0, "pick_clean_then_place_in_recep": 0.0}
     assert unseen["success"] == 0.5 and unseen["success_by_task_type"] == {"pick_and_place_simple": 0.5}
     assert seen["episode_length"] == 5 and seen["invalid_action_rate"] == pytest.approx(0.2)
+    assert seen["inadmissible_action_rate"] == pytest.approx(0.6)
 
 
 def test_report_is_the_last_validation_with_its_games(val_files):

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from molmo_agent.envs.projection import MAX_ACTION_CHARS, ProjectedAction, normalize, project_action
+from molmo_agent.envs.projection import MAX_ACTION_CHARS, ProjectedAction, is_admissible, normalize, project_action
 
 ADMISSIBLE = ["go to fridge 1", "open fridge 1", "take apple 1 from countertop 1"]
 
@@ -49,6 +49,13 @@ def test_admissibility_is_a_switch():
     assert project_action(text, ADMISSIBLE) == ProjectedAction("fly to the moon", True)
     assert project_action(text, ADMISSIBLE, require_admissible=True).action == "fly to the moon"
     assert project_action("<action>look</action>", require_think=False) == ProjectedAction("look", True)
+
+
+def test_an_action_is_admissible_when_the_environment_lists_it_or_lists_nothing():
+    listed = ["go to fridge 1", "Take Apple 1 from Fridge 1"]
+    assert is_admissible("take  apple 1 from fridge 1", listed)  # compared normalized
+    assert not is_admissible("take apple 2 from fridge 1", listed) and not is_admissible("", listed)
+    assert is_admissible("anything", None) and not is_admissible("look", [])
 
 
 def test_injected_instructions_do_not_become_the_action():

@@ -14,10 +14,12 @@ from molmo_agent.integrations.verl.trainer import TRAINER_MODE, AgentTrainer
 
 def step(traj: str, index: int, anchor: str, reward: float = 0.0, valid: bool = True, done: bool = False,
          won: bool = False, task_type: str = "pick_and_place_simple", generate_s: float = 0.3,
-         env_s: float = 0.1) -> dict:
+         env_s: float = 0.1, admissible: bool | None = None) -> dict:
+    """One step's extra fields; an invalid answer is inadmissible unless said otherwise."""
     return {steps.TRAJ_UID: traj, steps.STEP_INDEX: index, steps.ANCHOR_OBS: anchor, steps.ENV_REWARD: reward,
-            steps.IS_ACTION_VALID: valid, steps.DONE: done, steps.WON: won, steps.TASK_TYPE: task_type,
-            steps.GENERATE_SECONDS: generate_s, steps.ENV_SECONDS: env_s}
+            steps.IS_ACTION_VALID: valid, steps.IS_ACTION_ADMISSIBLE: valid if admissible is None else admissible,
+            steps.DONE: done, steps.WON: won, steps.TASK_TYPE: task_type, steps.GENERATE_SECONDS: generate_s,
+            steps.ENV_SECONDS: env_s}
 
 
 # One group ("g"), two sessions of the same game: "a" wins in two steps, "b" loses after three, with one invalid
@@ -144,7 +146,7 @@ def test_other_estimators_run_verls_stage(monkeypatch, dense_width):
 def test_episode_metrics_per_task_type_and_anchor_share():
     uids = ["g1", "g1", "g2", "g2"]
     fields = [step("a", 0, "room"), step("a", 1, "room", won=True, done=True, task_type="look_at_obj_in_light"),
-              step("b", 0, "room", valid=False), step("c", 0, "hall", done=True)]
+              step("b", 0, "room", valid=False), step("c", 0, "hall", done=True, admissible=False)]
     metrics = steps.episode_metrics(uids, fields, expected_episodes=4)
     # episodes: a (won, 2 steps, its last step says look_at...), b (1 step), c (1 step); a fourth was dropped
     assert metrics["env/dropped_episode_rate"] == 0.25
@@ -153,6 +155,7 @@ def test_episode_metrics_per_task_type_and_anchor_share():
     assert metrics["env/success_rate/pick_and_place_simple"] == 0.0
     assert metrics["env/episode_length"] == pytest.approx(4 / 3)
     assert metrics["env/invalid_action_rate"] == pytest.approx(1 / 4)
+    assert metrics["env/inadmissible_action_rate"] == pytest.approx(2 / 4)  # b's malformed, c's unlisted action
     # "room" twice in g1 (shared); "room" and "hall" once each in g2
     assert metrics["env/anchor_group_share"] == 0.5
     assert steps.episode_metrics([], [], expected_episodes=4)["env/dropped_episode_rate"] == 1.0

@@ -14,7 +14,8 @@
 #   LAUNCHER     the launcher the run goes through [run_alfworld_molmo2.sh beside this script]
 #   DRY_RUN=1    the launcher's config checks and resolved config only: nothing runs, no JSON
 # The JSON (molmo_agent.integrations.verl.eval_report): {"model", "temperature", "command", "step", "splits":
-# {"valid_seen": {"games", "success", "success_by_task_type", "episode_length", "invalid_action_rate"}, ...}}.
+# {"valid_seen": {"games", "success", "success_by_task_type", "episode_length", "invalid_action_rate",
+# "inadmissible_action_rate"}, ...}}.
 # Every argument is passed on as a Hydra override, after the script's own (so it wins).
 set -euo pipefail
 

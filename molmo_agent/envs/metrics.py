@@ -10,14 +10,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class EpisodeRecord:
-    """One finished episode: its task type, whether it was won, its length in steps, and how many of those steps
-    had an invalid action. (An episode whose environment crashed or hung is dropped, not recorded.) Built from
-    step samples in one place: `integrations.verl.steps.episode_record`."""
+    """One finished episode: its task type, whether it was won, its length in steps, how many of those steps had
+    an invalid action (an answer out of format) and how many an inadmissible one (an action the environment did
+    not list, malformed ones included: ALFWorld answers it "Nothing happens." and the step is lost, whatever the
+    format). (An episode whose environment crashed or hung is dropped, not recorded.) Built from step samples in
+    one place: `integrations.verl.steps.episode_record`."""
 
     task_type: str
     won: bool
     length: int
     invalid_actions: int = 0
+    inadmissible_actions: int = 0
 
 
 def success_rate(records: Sequence[EpisodeRecord]) -> float:
@@ -38,10 +41,20 @@ def mean_episode_length(records: Sequence[EpisodeRecord]) -> float:
     return sum(r.length for r in records) / len(records) if records else 0.0
 
 
-def invalid_action_rate(records: Sequence[EpisodeRecord]) -> float:
-    """Invalid actions over all steps taken; 0.0 when no step was taken."""
+def per_step(counts: Sequence[int], records: Sequence[EpisodeRecord]) -> float:
+    """The episodes' `counts` (one per record) over all steps taken; 0.0 when no step was taken."""
     steps = sum(r.length for r in records)
-    return sum(r.invalid_actions for r in records) / steps if steps else 0.0
+    return sum(counts) / steps if steps else 0.0
+
+
+def invalid_action_rate(records: Sequence[EpisodeRecord]) -> float:
+    """Invalid actions over all steps taken."""
+    return per_step([r.invalid_actions for r in records], records)
+
+
+def inadmissible_action_rate(records: Sequence[EpisodeRecord]) -> float:
+    """Inadmissible actions over all steps taken."""
+    return per_step([r.inadmissible_actions for r in records], records)
 
 
 def episode_metrics(records: Sequence[EpisodeRecord]) -> dict[str, float]:
@@ -50,6 +63,7 @@ def episode_metrics(records: Sequence[EpisodeRecord]) -> dict[str, float]:
         "success_rate": success_rate(records),
         "episode_length": mean_episode_length(records),
         "invalid_action_rate": invalid_action_rate(records),
+        "inadmissible_action_rate": inadmissible_action_rate(records),
     }
     metrics.update({f"success_rate/{t}": rate for t, rate in success_rate_by_task_type(records).items()})
     return metrics

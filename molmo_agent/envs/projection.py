@@ -29,6 +29,12 @@ def normalize(command: str) -> str:
     return " ".join(command.split()).lower()
 
 
+def is_admissible(action: str, admissible: Sequence[str] | None) -> bool:
+    """Whether `action` is one of the commands the environment listed (compared normalized); True where it lists
+    none, as an environment without such a list accepts any text."""
+    return admissible is None or normalize(action) in {normalize(command) for command in admissible}
+
+
 def project_action(
     text: str,
     admissible: Sequence[str] | None = None,
@@ -61,7 +67,7 @@ def project_action(
         return ProjectedAction("", False, "empty_action")
     if "<" in action or ">" in action:
         return ProjectedAction(action, False, "markup_in_action")
-    if require_admissible and action not in {normalize(a) for a in admissible or ()}:
+    if require_admissible and not is_admissible(action, admissible or ()):
         return ProjectedAction(action, False, "not_admissible")
     return ProjectedAction(action, True)
 

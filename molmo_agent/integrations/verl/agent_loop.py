@@ -32,9 +32,11 @@ from uuid import uuid4
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 
 from molmo_agent.algorithms.gigpo import anchor_group_share
-from molmo_agent.envs.base import INFO_FAILED, INFO_TASK_TYPE, INFO_WON, Observation, observation_text
+from molmo_agent.envs.base import (INFO_ADMISSIBLE, INFO_FAILED, INFO_TASK_TYPE, INFO_WON, Observation,
+                                   observation_text)
 from molmo_agent.envs.metrics import episode_metrics
 from molmo_agent.envs.pool import INFO_ERROR, SessionPool
+from molmo_agent.envs.projection import is_admissible
 from molmo_agent.envs.registry import EnvSpec, get_env, make_env
 from molmo_agent.integrations.verl import steps
 
@@ -131,6 +133,7 @@ class EnvAgentLoop(AgentLoopBase):
                 response_ids = list(generated.token_ids[: self.response_length])
                 projected = self.spec.parse_action(self.tokenizer.decode(response_ids, skip_special_tokens=True),
                                                    info)
+                admissible = is_admissible(projected.action, info.get(INFO_ADMISSIBLE))
                 anchors.append(self.spec.anchor(observation, info, step))
                 # An unreadable answer still costs a step: the environment answers it (ALFWorld: "Nothing happens.").
                 observation, reward, terminated, truncated, info = await self.slots.pool.step(slot, projected.action)
@@ -160,6 +163,7 @@ class EnvAgentLoop(AgentLoopBase):
                         steps.ANCHOR_OBS: anchors[-1],
                         steps.ENV_REWARD: float(reward),
                         steps.IS_ACTION_VALID: projected.valid,
+                        steps.IS_ACTION_ADMISSIBLE: admissible,
                         steps.DONE: done,
                         steps.WON: won,
                         steps.TASK_TYPE: task_type,

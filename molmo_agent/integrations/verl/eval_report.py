@@ -11,14 +11,15 @@ episodes of each field of the final step's `reward_extra_info` (`agent_loop.epis
                                                                                 episode whose environment failed
                                                                                 counted as lost
     val-aux/alfworld/valid_unseen/success_rate/pick_and_place_simple/mean@1     success over that type's episodes
-    val-aux/alfworld/valid_unseen/episode_length/mean@1, .../invalid_action_rate/mean@1
+    val-aux/alfworld/valid_unseen/episode_length/mean@1, .../invalid_action_rate/mean@1,
+    .../inadmissible_action_rate/mean@1
 
 `validation_points` reads every validation of a log (a training run validates every `trainer.test_freq` steps);
 the report is the last one: in `trainer.val_only=True` mode, the only one. The JSON:
 
     {"model", "temperature", "command", "step",
      "splits": {"valid_seen": {"games", "success", "success_by_task_type": {...}, "episode_length",
-                               "invalid_action_rate"}, ...}}
+                               "invalid_action_rate", "inadmissible_action_rate"}, ...}}
 
 `games` counts the rows of each data source in --val-files: the games the validation played, once each (group
 size 1). A split of the files without metrics in the log, or metrics over more samples than one per game
@@ -40,7 +41,7 @@ NUMPY_SCALAR = re.compile(r"^np\.\w+\((.*)\)$")
 # val-<section>/<data source>/<field>/mean@<samples per game>; a data source may hold "/", a field
 # success_rate/<task type>.
 VALIDATION_KEY = re.compile(r"^val-(?:core|aux)/(?P<source>.+)/(?P<field>acc|success_rate/\w+|episode_length|"
-                            r"invalid_action_rate)/mean@(?P<samples>\d+)$")
+                            r"invalid_action_rate|inadmissible_action_rate)/mean@(?P<samples>\d+)$")
 TYPE_PREFIX = "success_rate/"
 
 
@@ -66,8 +67,9 @@ def split_name(data_source: str) -> str:
 
 
 def validation_points(log: str) -> dict[int, dict[str, dict[str, Any]]]:
-    """Step -> split -> {"success", "success_by_task_type", "episode_length", "invalid_action_rate"} for every
-    step of `log` that logged validation metrics."""
+    """Step -> split -> {"success", "success_by_task_type", "episode_length", "invalid_action_rate",
+    "inadmissible_action_rate"} for every step of `log` that logged validation metrics (a log older than the
+    inadmissible-action metric lacks that one)."""
     points = {}
     for step, metrics in logged_steps(log).items():
         splits: dict[str, dict[str, Any]] = {}

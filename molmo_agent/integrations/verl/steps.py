@@ -22,6 +22,7 @@ ANCHOR_OBS = "anchor_obs"  # str | bytes: the step's anchor state (`EnvSpec.anch
 ENV_REWARD = "env_reward"  # float: the environment's reward for this step's action
 IS_ACTION_VALID = "is_action_valid"  # bool: the response held a well-formed action (and an admissible one, if
 #                                       the projection is told to require it)
+IS_ACTION_ADMISSIBLE = "is_action_admissible"  # bool: the action was one the environment listed (True if none)
 DONE = "done"  # bool: the episode ended at this step (won, lost or out of steps)
 WON = "won"  # bool: the task was solved at this step
 TASK_TYPE = "task_type"  # str: the game's task family, for success rates per type
@@ -61,7 +62,8 @@ def episode_record(traj_steps: Sequence[dict[str, Any]]) -> EpisodeRecord:
     """The record of one trajectory from the extra fields of its step samples (any order)."""
     last = max(traj_steps, key=lambda fields: fields[STEP_INDEX])
     return EpisodeRecord(task_type=str(last[TASK_TYPE]), won=bool(last[WON]), length=last[STEP_INDEX] + 1,
-                         invalid_actions=sum(not fields[IS_ACTION_VALID] for fields in traj_steps))
+                         invalid_actions=sum(not fields[IS_ACTION_VALID] for fields in traj_steps),
+                         inadmissible_actions=sum(not fields[IS_ACTION_ADMISSIBLE] for fields in traj_steps))
 
 
 def episode_records(extra_fields: Sequence[dict[str, Any]]) -> list[EpisodeRecord]:
