@@ -92,6 +92,6 @@ def postprocess_batch_func(output_lst: list[dict], indices: list[list[int]] | No
 def patch_verl() -> bool:
     """Make verl's `chunk_tensordict` and `postprocess_batch_func` ours, unless SWITCH is "0"."""
     return (replace_verl_function([tensordict_utils], "chunk_tensordict", chunk_tensordict, SWITCH,
-                                  "micro-batches cut with one gather per jagged field")
+                                  "micro-batches cut as views of each jagged field's values")
             and replace_verl_function([engine_utils, fsdp_engine], "postprocess_batch_func", postprocess_batch_func,
                                       SWITCH, "micro-batch outputs joined with one concatenation per jagged field"))
