@@ -48,6 +48,8 @@ def assert_same_output(ours: dict, verls: dict) -> None:
     for key, verl_value in verls["model_output"].items():
         our_value = ours["model_output"][key]
         assert our_value._ragged_idx == verl_value._ragged_idx, key
+        if verl_value.dim() == 2:  # padded to the longest row, as verl's own [B, j] nested tensors
+            assert our_value.to_padded_tensor(0).shape == verl_value.to_padded_tensor(0).shape, key
         assert all(torch.equal(a, b) for a, b in zip(our_value.unbind(), verl_value.unbind(), strict=True)), key
     assert [loss.item() for loss in ours["loss"]] == [loss.item() for loss in verls["loss"]]
     assert ours["metrics"] == verls["metrics"]

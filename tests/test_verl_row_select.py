@@ -35,6 +35,8 @@ def assert_same(ours: TensorDict, verls: TensorDict) -> None:
         a, b = ours.get(key), verls.get(key)
         if isinstance(b, torch.Tensor) and b.is_nested:
             assert a._ragged_idx == b._ragged_idx, key
+            if b.dim() == 2:  # padded to the longest row (verl's own 3-D nested tensors pad to the total length)
+                assert a.to_padded_tensor(0).shape == b.to_padded_tensor(0).shape, key
             assert all(torch.equal(x, y) for x, y in zip(a.unbind(), b.unbind(), strict=True)), key
         elif isinstance(b, torch.Tensor):
             assert torch.equal(a, b), key

@@ -20,7 +20,7 @@ from verl.workers.engine import utils as engine_utils
 from verl.workers.engine.fsdp import transformer_impl as fsdp_engine
 
 from molmo_agent.integrations.verl.function_replacement import replace_verl_function
-from molmo_agent.integrations.verl.row_select import is_plain_jagged, select_jagged_rows
+from molmo_agent.integrations.verl.row_select import is_plain_jagged, jagged, select_jagged_rows
 
 SWITCH = "MOLMO_AGENT_FAST_MICRO_BATCHES"
 VERL_CHUNK = tensordict_utils.chunk_tensordict
@@ -31,14 +31,13 @@ def slice_jagged(nested: torch.Tensor, bounds: list[int]) -> list[torch.Tensor]:
     """A plain jagged nested tensor [B, ..., j, ...] cut at rows `bounds` (0 = b_0 < b_1 < ... = B) into the
     consecutive parts [b_k+1 - b_k, ..., j, ...]: views of its values, no per-row work."""
     offsets = nested.offsets()  # [B + 1]
-    starts = offsets[bounds].tolist()  # each part's first value, and the end: one host sync for all parts
+    starts = offsets[bounds].tolist()  # each part's first value, and the end
+    lengths = offsets.diff().tolist()  # [B]
     axis = nested._ragged_idx - 1  # the values' ragged axis (values hold no batch dimension)
     parts = []
     for (first, last), (start, stop) in zip(itertools.pairwise(bounds), itertools.pairwise(starts)):
         values = nested.values().narrow(axis, start, stop - start).contiguous()  # a view where axis is 0
-        part = torch.nested.nested_tensor_from_jagged(values, offsets[first:last + 1] - start)
-        part._ragged_idx = nested._ragged_idx
-        parts.append(part)
+        parts.append(jagged(values, offsets[first:last + 1] - start, nested._ragged_idx, lengths[first:last]))
     return parts
 
 
@@ -64,9 +63,7 @@ def concat_jagged(tensors: list[torch.Tensor]) -> torch.Tensor:
     lengths = torch.cat([tensor.offsets().diff() for tensor in tensors])  # [sum B_i]
     offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])  # [sum B_i + 1]
     values = torch.cat([tensor.values() for tensor in tensors], dim=ragged_idx - 1)  # values hold no batch dim
-    joined = torch.nested.nested_tensor_from_jagged(values, offsets)
-    joined._ragged_idx = ragged_idx
-    return joined
+    return jagged(values, offsets, ragged_idx, lengths.tolist())
 
 
 def postprocess_batch_func(output_lst: list[dict], indices: list[list[int]] | None, data: TensorDict) -> dict:

@@ -30,6 +30,16 @@ def is_plain_jagged(value: object) -> bool:
             and value._lengths is None)
 
 
+def jagged(values: torch.Tensor, offsets: torch.Tensor, ragged_idx: int, lengths: list[int]) -> torch.Tensor:
+    """The plain jagged nested tensor of `values` cut at `offsets` along its ragged dimension `ragged_idx`, rows
+    of `lengths` (host ints). Their minimum and maximum are recorded as torch asks: without them `to_padded_tensor`
+    pads every row to the total length, where verl's own nested tensors pad to the longest row."""
+    nested = torch.nested.nested_tensor_from_jagged(values, offsets, min_seqlen=min(lengths, default=0),
+                                                    max_seqlen=max(lengths, default=0))
+    nested._ragged_idx = ragged_idx
+    return nested
+
+
 def select_jagged_rows(nested: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """Rows `indices` [b] of a plain jagged nested tensor [B, ..., j, ...] (ragged dimension anywhere), as a nested
     tensor [b, ..., j, ...] of the same ragged dimension."""
@@ -42,9 +52,7 @@ def select_jagged_rows(nested: torch.Tensor, indices: torch.Tensor) -> torch.Ten
     gather = torch.repeat_interleave(offsets[:-1][indices] - new_offsets[:-1], lengths, output_size=total)
     gather += torch.arange(total, device=offsets.device)  # [total]
     axis = nested._ragged_idx - 1  # the values' ragged axis (values hold no batch dimension)
-    selected = torch.nested.nested_tensor_from_jagged(nested.values().index_select(axis, gather), new_offsets)
-    selected._ragged_idx = nested._ragged_idx
-    return selected
+    return jagged(nested.values().index_select(axis, gather), new_offsets, nested._ragged_idx, lengths.tolist())
 
 
 def index_select_tensor_dict(batch: TensorDict | None, indices: torch.Tensor | list[int]) -> TensorDict | None:
