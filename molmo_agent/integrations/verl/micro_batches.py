@@ -7,7 +7,7 @@ rows again, and `postprocess_batch_func` (verl.workers.engine.utils) joins the m
 .json), the GPU sits idle ~63 ms at the start of each of the update's mini-batches and 0.3-0.7 s around a log-prob
 pass's micro-batches while the host unbinds and re-nests. Ours cuts each plain jagged field into views of its values
 at the micro-batches' bounds and joins outputs by concatenating their values and offsets (bench/micro_batches.py:
-an iteration's log-prob pass 0.17 -> 0.03 s of host time, its update 0.21 -> 0.07 s, on the CPU); fields that are
+an iteration's log-prob pass 0.17 -> 0.03 s of host time, its update 0.19 -> 0.08 s, on the CPU); fields that are
 not plain jagged go through verl's functions. The FSDP engine bound `postprocess_batch_func` by name at import, so
 its name is replaced there too. `MOLMO_AGENT_FAST_MICRO_BATCHES=0` keeps verl's.
 """
