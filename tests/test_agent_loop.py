@@ -186,6 +186,19 @@ def test_a_well_formed_action_the_game_does_not_list_is_valid_but_inadmissible(m
     assert [(s["invalid_action_rate"], s["inadmissible_action_rate"]) for s in summaries] == [(0, 0), (0, 1)]
 
 
+def test_require_admissible_makes_an_unlisted_action_invalid_and_penalized(model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    answers = ["<think>I look around.</think><action>look</action>", "<think>Hm.</think><action>eat moon</action>"]
+    config = compose_config(model_dir, "env.require_admissible=True", "algorithm.adv_estimator=grpo",
+                            f"env.reward_invalid_penalty={PENALTY}")
+    sessions = play(config, [ScriptedServer(tokenizer, text) for text in answers], tokenizer, game_files()[0])
+    assert [[o.extra_fields[steps.IS_ACTION_VALID] for o in outputs] for outputs in sessions] == [
+        [True] * MAX_STEPS, [False] * MAX_STEPS]
+    assert [outputs[-1].reward_score for outputs in sessions] == pytest.approx([0.0, -PENALTY * MAX_STEPS])
+    summary = sessions[1][-1].extra_fields["reward_extra_info"]
+    assert summary["invalid_action_rate"] == summary["inadmissible_action_rate"] == 1.0
+
+
 def test_reward_invalid_penalty_charges_grpo_episode_returns_per_invalid_action(model_dir):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     answers = ["<think>I look around.</think><action>look</action>", "<action>look</action><action>inventory"]

@@ -58,6 +58,9 @@
 #                   verl-agent's 0.1: with std normalization a penalty alone sets the advantages of a group without
 #                   a win, as large as a won group's (one invalid action among eight failures: -2.6 for it, +0.37 at
 #                   every step of the seven others), and 19-75 % of the groups had no win (README.md beside this)
+#   REQUIRE_ADMISSIBLE [False]  True: an action the game does not list counts as invalid for that penalty and the
+#                   invalid-action rate (env.require_admissible; 46 % of the SFT policy's steps are such actions:
+#                   bench/results/sft_policy_failures_cpu_2026-12-01.txt)
 #   TEMPERATURE [0.4]  validation temperature of every run, above 0 (each game once: val_kwargs.n=1)
 #   TRAIN_BATCH [16] GROUP_SIZE [8] MAX_STEPS [30] HISTORY [2] N_GPUS [1]
 #   MAX_PROMPT [1024] MAX_RESPONSE [128]  token limits of the SFT rows and of the RL runs alike: the expert's
@@ -84,6 +87,7 @@ ITERATIONS=${ITERATIONS:-60}
 TEST_FREQ=${TEST_FREQ:-10}
 LR=${LR:-2e-5}
 PENALTY=${PENALTY:-0}
+REQUIRE_ADMISSIBLE=${REQUIRE_ADMISSIBLE:-False}
 TEMPERATURE=${TEMPERATURE:-0.4}
 SFT_EPOCHS=${SFT_EPOCHS:-20}
 SFT_LR=${SFT_LR:-5e-4}
@@ -178,7 +182,7 @@ rl_run() {  # rl_run ESTIMATOR SEED: one run from the SFT checkpoint, skipped wh
   fi
   local launch=(env MODEL_PATH="$SFT_MODEL" EXPERIMENT="learning_$1_seed$2"
     bash "$repo/examples/gigpo_trainer/run_alfworld_molmo2.sh" "${estimator[@]}"
-    algorithm.gigpo.invalid_action_penalty_coef="$PENALTY"
+    algorithm.gigpo.invalid_action_penalty_coef="$PENALTY" env.require_admissible="$REQUIRE_ADMISSIBLE"
     actor_rollout_ref.actor.optim.lr="$LR"
     data.max_prompt_length="$MAX_PROMPT" data.max_response_length="$MAX_RESPONSE"
     data.seed="$2" actor_rollout_ref.rollout.seed="$2"

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 AGENT_NAME = "env_agent"
 # The `env.*` keys the loop itself reads; every other key is a knob of the selected environment (`EnvSpec.knobs`).
 LOOP_KEYS = frozenset({"env_name", "max_steps", "history_length", "pool_size", "workers_per_pool",
-                       "resources_per_worker", "reward_invalid_penalty"})
+                       "resources_per_worker", "reward_invalid_penalty", "require_admissible"})
 UNKNOWN_TASK_TYPE = "unknown"
 
 
@@ -100,6 +100,7 @@ class EnvAgentLoop(AgentLoopBase):
         self.prompt_length: int = self.rollout_config.prompt_length
         self.response_length: int = self.rollout_config.response_length
         self.invalid_penalty: float = float(env_config.reward_invalid_penalty)
+        self.require_admissible: bool = bool(env_config.require_admissible)
         self.slots = EnvSlots.of_process(env_config.env_name, env_config.max_steps, env_knobs(env_config),
                                          *pool_shape(self.config, os.cpu_count() or 1))
 
@@ -162,7 +163,7 @@ class EnvAgentLoop(AgentLoopBase):
                         steps.STEP_INDEX: step,
                         steps.ANCHOR_OBS: anchors[-1],
                         steps.ENV_REWARD: float(reward),
-                        steps.IS_ACTION_VALID: projected.valid,
+                        steps.IS_ACTION_VALID: projected.valid and (admissible or not self.require_admissible),
                         steps.IS_ACTION_ADMISSIBLE: admissible,
                         steps.DONE: done,
                         steps.WON: won,
