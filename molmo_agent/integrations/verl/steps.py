@@ -20,8 +20,8 @@ TRAJ_UID = "traj_uid"  # str: one session (episode); a group's G sessions share 
 STEP_INDEX = "step_index"  # int: 0-based step inside the episode
 ANCHOR_OBS = "anchor_obs"  # str | bytes: the step's anchor state (`EnvSpec.anchor`), GiGPO's step groups
 ENV_REWARD = "env_reward"  # float: the environment's reward for this step's action
-IS_ACTION_VALID = "is_action_valid"  # bool: the response held a well-formed action (and an admissible one, if
-#                                       the projection is told to require it)
+IS_ACTION_VALID = "is_action_valid"  # bool: the response held a well-formed action (and one the environment
+#                                       lists, with env.require_admissible or an environment that requires it)
 IS_ACTION_ADMISSIBLE = "is_action_admissible"  # bool: the action was one the environment listed (True if none)
 DONE = "done"  # bool: the episode ended at this step (won, lost or out of steps)
 WON = "won"  # bool: the task was solved at this step
