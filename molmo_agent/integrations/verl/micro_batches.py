@@ -31,13 +31,14 @@ def slice_jagged(nested: torch.Tensor, bounds: list[int]) -> list[torch.Tensor]:
     """A plain jagged nested tensor [B, ..., j, ...] cut at rows `bounds` (0 = b_0 < b_1 < ... = B) into the
     consecutive parts [b_k+1 - b_k, ..., j, ...]: views of its values, no per-row work."""
     offsets = nested.offsets()  # [B + 1]
-    starts = offsets[bounds].tolist()  # each part's first value, and the end
-    lengths = offsets.diff().tolist()  # [B]
+    host_offsets = offsets.tolist()  # the one host read
     axis = nested._ragged_idx - 1  # the values' ragged axis (values hold no batch dimension)
     parts = []
-    for (first, last), (start, stop) in zip(itertools.pairwise(bounds), itertools.pairwise(starts)):
+    for first, last in itertools.pairwise(bounds):
+        start, stop = host_offsets[first], host_offsets[last]
         values = nested.values().narrow(axis, start, stop - start).contiguous()  # a view where axis is 0
-        parts.append(jagged(values, offsets[first:last + 1] - start, nested._ragged_idx, lengths[first:last]))
+        lengths = [b - a for a, b in itertools.pairwise(host_offsets[first:last + 1])]
+        parts.append(jagged(values, offsets[first:last + 1] - start, nested._ragged_idx, lengths))
     return parts
 
 
