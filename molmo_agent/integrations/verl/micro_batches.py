@@ -78,12 +78,12 @@ def postprocess_batch_func(output_lst: list[dict], indices: list[list[int]] | No
     rest = [output | {"model_output": {key: value for key, value in output["model_output"].items() if key not in ours}}
             if "model_output" in output else output for output in output_lst]
     result = VERL_POSTPROCESS(rest, indices, data)
+    restore = None  # micro-batches by token count: row i of the batch sits where their arrival order is i
+    if ours and tensordict_utils.get_non_tensor_data(data=data, key="use_dynamic_bsz", default=True):
+        restore = torch.argsort(torch.tensor([row for micro_batch in indices for row in micro_batch]))
     for key in ours:
         joined = concat_jagged([model_output[key] for model_output in model_outputs])
-        if tensordict_utils.get_non_tensor_data(data=data, key="use_dynamic_bsz", default=True):
-            arrival = torch.tensor([row for micro_batch in indices for row in micro_batch])
-            joined = select_jagged_rows(joined, torch.argsort(arrival))  # row i of the batch sits at arrival == i
-        result["model_output"][key] = joined
+        result["model_output"][key] = joined if restore is None else select_jagged_rows(joined, restore)
     return result
 
 
