@@ -312,6 +312,14 @@ def sft_selection(path: Path) -> dict[str, Any]:
             "valid_seen_loss_by_step": selection["val_losses"]}
 
 
+def sft_rows(sft_dir: Path) -> dict[str, int] | None:
+    """The SFT train rows per source (expert, walkthrough, relabeled: sft_data's `source` column), if written."""
+    import pandas as pd
+
+    path = sft_dir / "train.parquet"
+    return pd.read_parquet(path, columns=["source"])["source"].value_counts().to_dict() if path.is_file() else None
+
+
 def sft_sha256(path: Path) -> str | None:
     """The SFT weights' digest: of a checkpoint folder, or as the SHA256SUMS of its parts records it."""
     return read_sums(path)[WEIGHTS] if path.is_file() else weights_sha256(path)
@@ -423,7 +431,8 @@ def main(argv: list[str] | None = None) -> None:
         else {},
         "model": {"preset": args.preset, **((parameter_counts(args.model) if args.model else None) or {})},
         "games": games(args.work / "data", args.games_seed),
-        "sft": {"source": args.sft_source, **sft_selection(args.work / "sft_selection.json"),
+        "sft": {"source": args.sft_source, "train_rows": sft_rows(args.work / "data" / "sft"),
+                **sft_selection(args.work / "sft_selection.json"),
                 "checkpoint_sha256": sft_checkpoints(args.sft_model),
                 **sft_level, "level": "the mean iteration-0 validation of the runs",
                 "eval": sft_eval(args.work / "sft_eval.json")},

@@ -481,9 +481,17 @@ def analyze(args: argparse.Namespace) -> None:
     print(f"written {args.out}")
 
 
+def evenly_spaced(games: list[Game], limit: int | None) -> list[Game]:
+    """`limit` of `games` at even intervals of their order (all of them without a limit): a game tree lists its
+    games task type by task type, so the first N would be of one type."""
+    if limit is None or limit >= len(games):
+        return games
+    return [games[i * len(games) // limit] for i in range(limit)]
+
+
 def play(args: argparse.Namespace) -> None:
-    """Play every game of --split with --player; the traces to --out."""
-    games = [game for split in args.split for game in load_games(args.games, split)]
+    """Play the games of --split (every one, or --limit of each) with --player; the traces to --out."""
+    games = [game for split in args.split for game in evenly_spaced(load_games(args.games, split), args.limit)]
     with open_text(args.out, "w") as out:
         (play_policy if args.player == "policy" else play_expert)(args, games, out)
     print(f"written {args.out}")
@@ -497,6 +505,8 @@ def main(argv: Iterable[str] | None = None) -> None:
     player.add_argument("--model", help="the policy's checkpoint folder")
     player.add_argument("--games", required=True, help="root of a generated game tree")
     player.add_argument("--split", nargs="+", default=["valid_unseen"])
+    player.add_argument("--limit", type=int,
+                        help="play N games of each split, evenly spaced in the tree's order (grouped by task type)")
     player.add_argument("--temperature", type=float, default=0.4, help="the recipe's validation temperature")
     player.add_argument("--seed", type=int, default=0, help="the policy's sampling seed; the expert's random draws")
     player.add_argument("--batch", type=int, default=25, help="games played at once (sampling depends on it)")

@@ -94,6 +94,8 @@ def test_comparison_reads_the_last_point_every_run_reached_never_the_best(tmp_pa
     (work / "data").mkdir(parents=True)
     for split, count in {"train": 6, "valid_seen": 3, "valid_unseen": 2}.items():
         pd.DataFrame({"data_source": [f"alfworld/{split}"] * count}).to_parquet(work / "data" / f"{split}.parquet")
+    (work / "data" / "sft").mkdir()
+    pd.DataFrame({"source": ["expert"] * 5 + ["relabeled"] * 2}).to_parquet(work / "data" / "sft" / "train.parquet")
     (work / "stage_seconds").mkdir()
     (work / "stage_seconds" / "sft").write_text("321\n")
     (work / "sft_selection.json").write_text(json.dumps({"step": 57, "epoch": 3, "val_loss": 1.49,
@@ -115,6 +117,7 @@ def test_comparison_reads_the_last_point_every_run_reached_never_the_best(tmp_pa
     assert result["games"] == {"train": 6, "valid_seen": 3, "valid_unseen": 2, "seed": 0}
     assert result["sft"]["valid_unseen"] == pytest.approx(0.2) and result["sft"]["epochs"] == 3
     assert result["sft"]["valid_seen_loss"] == 1.49 and result["sft"]["checkpoint_sha256"] == "cc33"
+    assert result["sft"]["train_rows"] == {"expert": 5, "relabeled": 2}
     assert result["sft"]["eval"] == {"temperature": 0.4, "valid_seen": pytest.approx(1 / 3), "valid_unseen": 0.5}
     assert [(r["estimator"], r["seed"]) for r in result["runs"]] == list(RUNS)
     comparison = result["comparison"]

@@ -6,6 +6,8 @@ import gzip
 import json
 import pathlib
 
+from molmo_agent.envs.alfworld.games import load_games
+
 import policy_failures as bench
 from alfworld_games import GAMES_ROOT, game_files
 
@@ -133,3 +135,10 @@ def test_a_checkpoint_plays_a_fixture_game_and_the_prompt_drops_history_to_fit(m
     assert all(not s["format_ok"] and s["obs"] == NOTHING for s in record["steps"])
     analysis = bench.analyze_episode(record, history_length=2)
     assert analysis["history_cut"] == 1 and analysis["inadmissible"] == {"unreadable answer: missing_action_tags": 2}
+
+
+def test_a_limit_plays_games_spread_over_the_task_types():
+    games = load_games(str(GAMES_ROOT), "train")  # one game of each task type, grouped by type
+    assert bench.evenly_spaced(games, None) == games == bench.evenly_spaced(games, 99)
+    assert [game.task_type for game in bench.evenly_spaced(games, 3)] == [games[0].task_type, games[2].task_type,
+                                                                           games[4].task_type]

@@ -5,7 +5,7 @@ import pytest
 
 from molmo_agent.envs.alfworld.games import load_games, read_walkthrough
 from molmo_agent.envs.base import INFO_ADMISSIBLE, INFO_TASK
-from molmo_agent.envs.demonstrations import demonstration_response, demonstration_steps
+from molmo_agent.envs.demonstrations import demonstration_response, demonstration_steps, relabeled_steps
 from molmo_agent.envs.projection import project_action
 from molmo_agent.envs.registry import make_env
 
@@ -108,3 +108,35 @@ def test_the_expert_plays_every_game_on_one_engine_as_a_fresh_engine_would(monke
     in_turn = [play(path) for path in games + games[::-1]]
     assert len(loads) == 1
     assert in_turn == fresh + fresh[::-1]
+
+
+def test_relabeled_steps_are_the_played_states_answered_with_the_labels():
+    """DAgger's rows: the states a policy's actions reached (its actions in the history, an inadmissible one
+    answered "Nothing happens."), each answered with the demonstrator's action instead."""
+    played = ["go to shelf 8", "take nothing 1 from nowhere 1", "take vase 1 from shelf 8", "look"]
+    labels = ["look", "take vase 1 from shelf 8", "take vase 1 from shelf 8"]
+    env = make_env("alfworld", 50)
+    steps = list(relabeled_steps("alfworld", env, 50, {"game": GAME}, played, labels, source="test episode"))
+    assert [step.action for step in steps] == labels  # one state per label, the last action never answered
+    assert [step.response for step in steps] == [demonstration_response(steps[0].info[INFO_TASK], label)
+                                                 for label in labels]
+    assert [action for _, action in steps[2].history] == played[:2]
+    assert "vase 1" in steps[1].observation and steps[2].observation == "Nothing happens."
+    with pytest.raises(ValueError, match="test episode: 4 labels for 3 actions"):
+        list(relabeled_steps("alfworld", env, 50, {"game": GAME}, played[:3], [*labels, "look"],
+                             source="test episode"))
+    with pytest.raises(ValueError, match="test episode: the episode was cut at env.max_steps=2 after 2 of its 3"):
+        list(relabeled_steps("alfworld", make_env("alfworld", 2), 2, {"game": GAME}, played, labels,
+                             source="test episode"))
+
+
+def test_the_expert_labels_its_own_path_with_its_actions_and_a_detour_with_what_it_still_wants():
+    from molmo_agent.envs.alfworld.expert import expert_actions, expert_labels
+
+    game = next(g for g in load_games(str(GAMES_ROOT), "train") if g.task_type == "pick_and_place_simple").path
+    actions = expert_actions(game, 50)  # look, go to sofa 1, go to sidetable 1, take laptop 1 from sidetable 1, ...
+    assert expert_labels(game, actions) == actions
+    assert expert_labels(game, [*actions, "look"]) == actions  # nothing left to label once the game is won
+    detour = [actions[0], "take nothing 1 from nowhere 1", "go to sidetable 1", "take nothing 1 from nowhere 1"]
+    # labels[t] answers detour[:t]: past a failed take it still goes to the sofa; at the sidetable it takes the laptop
+    assert expert_labels(game, detour) == [actions[0], actions[1], actions[1], actions[3]]

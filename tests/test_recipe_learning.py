@@ -169,3 +169,11 @@ def test_sft_rows_end_where_the_rl_runs_end_episodes(tmp_path):
     assert args[:2] == ["-m", "molmo_agent.integrations.verl.sft_data"]
     assert {"env.max_steps=17", "env.history_length=3", "data.max_prompt_length=900",
             "data.max_response_length=100"} <= set(args)
+    assert "--relabel" not in args
+    # SFT_RELABEL: each file of a policy's episodes is relabeled into the train rows (DAgger)
+    (work / "sft_data_args").unlink()
+    env["SFT_RELABEL"] = "/runs/a.jsonl.gz /runs/b.jsonl"
+    done = subprocess.run(["bash", str(RECIPE), "sft-data"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    args = (work / "sft_data_args").read_text().split()
+    assert [args[i + 1] for i, arg in enumerate(args) if arg == "--relabel"] == ["/runs/a.jsonl.gz", "/runs/b.jsonl"]

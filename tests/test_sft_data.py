@@ -4,6 +4,8 @@ A tiny Molmo2 checkpoint (real tokenizer, our processor through verl's Continuou
 fixture games: every game of every split is played by the agent loop and compared with its rows.
 """
 import asyncio
+import gzip
+import json
 
 import pandas as pd
 import pytest
@@ -13,7 +15,9 @@ from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.dataset.rl_dataset import RLHFDataset
 from verl.workers.rollout.replica import TokenOutput
 
+from molmo_agent.envs.alfworld.expert import expert_labels
 from molmo_agent.envs.alfworld.games import load_games
+from molmo_agent.envs.demonstrations import demonstration_response
 from molmo_agent.integrations.verl import steps
 from molmo_agent.integrations.verl.agent_loop import EnvAgentLoop
 from molmo_agent.integrations.verl.sft_data import StepRows, main
@@ -188,3 +192,48 @@ def test_command_refuses_what_would_make_wrong_rows(molmo2_dir, tmp_path, argv, 
     with pytest.raises(SystemExit, match=message):
         main(["--games", str(GAMES_ROOT), "--model", str(molmo2_dir), "--out", str(tmp_path), "--workers", "1", *argv])
     assert not list(tmp_path.iterdir())
+
+
+LAPTOP_DETOUR = ["look", "take nothing 1 from nowhere 1", "go to sidetable 1", "go to sofa 1", "go to sidetable 1"]
+
+
+def test_relabeled_rows_are_the_loops_prompts_answered_by_the_expert(molmo2_dir):
+    """DAgger's rows: the agent loop, answered with a policy's actions (one the game does not list, a detour),
+    sends the rows' prompts; each row answers with the expert's action in that state, not the policy's."""
+    config = compose_config(molmo2_dir, f"env.max_steps={len(LAPTOP_DETOUR)}", "env.history_length=2",
+                            f"data.max_response_length={RESPONSE_LENGTH}")  # the loop stops after the detour
+    model_config = omega_conf_to_dataclass(config.actor_rollout_ref.model)
+    rows_of = StepRows(config, "expert")
+    game = load_games(str(GAMES_ROOT), "train")[1]  # pick_and_place_simple-Laptop: the laptop is on sidetable 1
+    rows = rows_of.relabeled(game, LAPTOP_DETOUR)
+    answers = [rows_of.response_ids(demonstration_response("put a laptop in sofa.", action))
+               for action in LAPTOP_DETOUR]
+    _, server = play_loop(config, model_config, game.path, answers)
+    assert [row["prompt_ids"] for row in rows] == server.prompts
+    assert [row["action"] for row in rows] == expert_labels(game.path, LAPTOP_DETOUR)
+    assert [row["action"] for row in rows][2:4] == ["go to sofa 1", "take laptop 1 from sidetable 1"]
+    assert {row["source"] for row in rows} == {"relabeled"} and [row["step"] for row in rows] == list(range(5))
+
+
+def test_command_adds_relabeled_rows_to_train_and_refuses_validation_episodes(molmo2_dir, tmp_path, capsys):
+    game = load_games(str(GAMES_ROOT), "train")[1]
+    episodes = tmp_path / "episodes.jsonl.gz"
+    with gzip.open(episodes, "wt") as out:  # as bench/policy_failures.py play writes them, under another root
+        out.write(json.dumps({"game": "/elsewhere/json_2.1.1/train/" + game.name + "/game.tw-pddl",
+                              "steps": [{"action": action} for action in LAPTOP_DETOUR]}) + "\n")
+    main(["--games", str(GAMES_ROOT), "--model", str(molmo2_dir), "--out", str(tmp_path / "rows"), "--workers", "1",
+          "--split", "train", "--source", "expert", "--relabel", str(episodes)])
+    table = pd.read_parquet(tmp_path / "rows" / "train.parquet")
+    relabeled = table[table["source"] == "relabeled"]
+    assert len(relabeled) == len(LAPTOP_DETOUR) and set(relabeled["game"]) == {game.path}
+    assert set(table["source"]) == {"expert", "relabeled"}
+    printed = capsys.readouterr().out
+    assert "; 1 games left out: the expert did not win them" in printed  # pick_two, as without --relabel
+    assert f"; of them relabeled: 1 games, {len(LAPTOP_DETOUR)} rows" in printed
+    valid = load_games(str(GAMES_ROOT), "valid_seen")[0]
+    with gzip.open(episodes, "wt") as out:
+        out.write(json.dumps({"game": valid.path, "steps": [{"action": "look"}]}) + "\n")
+    with pytest.raises(SystemExit, match=f"--relabel {episodes}: the episode of {valid.path} is not of a training"):
+        main(["--games", str(GAMES_ROOT), "--model", str(molmo2_dir), "--out", str(tmp_path / "leak"),
+              "--workers", "1", "--relabel", str(episodes)])
+    assert not (tmp_path / "leak").exists()

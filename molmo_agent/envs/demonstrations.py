@@ -11,6 +11,10 @@ each action given as the answer text the model should learn to write, read back 
 `parse_action` as the loop reads a model's answer; the history the next step shows is what the loop would have
 kept. So a supervised row built from a step (integrations/verl/sft_data.py) sees the prompt a policy sees.
 
+`relabeled_steps` plays another player's actions instead and answers each state it reaches with a demonstrator's
+action there (DAgger: a policy's states, the expert's answers), so rows can teach what to do where a policy
+actually goes.
+
 The thought never mentions what the prompt does not show: `THOUGHT_TEMPLATE` restates the task (shown in every
 prompt) and names the action (one of the available actions the prompt lists).
 """
@@ -59,21 +63,46 @@ def demonstration_steps(env_name: str, env: AgentEnv, max_steps: int, options: d
     before the actions do (`max_steps`, the training config's `env.max_steps`, cuts it short), or when the
     actions run out without a win: a row from such a demonstration would teach a wrong answer.
     """
+    played = [normalize(action) for action in actions]
+    final_info = yield from _answered_steps(env_name, env, max_steps, options, played, actions, seed, source)
+    if not final_info.get(INFO_WON, False):
+        raise ValueError(f"{source}: its {len(actions)} actions do not win the episode")
+
+
+def relabeled_steps(env_name: str, env: AgentEnv, max_steps: int, options: dict[str, Any], played: Sequence[str],
+                    labels: Sequence[str], seed: int | None = None,
+                    source: str = "the episode") -> Iterator[DemonstrationStep]:
+    """Play `played` (a policy's actions, as its episode sent them) in `env` (`make_env(env_name, max_steps,
+    ...)`), reset with `options` and `seed`,
+    yielding the state before each of the first len(labels) actions with the answer that takes labels[t] instead:
+    DAgger's rows, the policy's states and a demonstrator's answers (the history holds the actions played).
+
+    A ValueError names `source` when a label's answer does not read back as that label, or when the episode ends
+    before len(labels) states (more labels than actions, or `max_steps` cut it short).
+    """
+    if len(labels) > len(played):
+        raise ValueError(f"{source}: {len(labels)} labels for {len(played)} actions")
+    yield from _answered_steps(env_name, env, max_steps, options, played, labels, seed, source)
+
+
+def _answered_steps(env_name: str, env: AgentEnv, max_steps: int, options: dict[str, Any], played: Sequence[str],
+                    answered: Sequence[str], seed: int | None, source: str) -> Iterator[DemonstrationStep]:
+    """The states before played[t] with the answer taking answered[t], for t < len(answered); returns the info of
+    the state the last played action reached."""
     spec = get_env(env_name)
     observation, info = env.reset(seed=seed, options=options)
     history: list[tuple[str, str]] = []
     terminated = truncated = False
-    for step, action in enumerate(actions):
+    for step, (action, answer_action) in enumerate(zip(played, answered)):
         if terminated or truncated:
             ended = f"was cut at env.max_steps={max_steps}" if truncated else "ended"
-            raise ValueError(f"{source}: the episode {ended} after {step} of its {len(actions)} actions")
-        response = demonstration_response(str(info[INFO_TASK]), action)
+            raise ValueError(f"{source}: the episode {ended} after {step} of its {len(answered)} actions")
+        response = demonstration_response(str(info[INFO_TASK]), answer_action)
         projected = spec.parse_action(response, info)
-        if not projected.valid or projected.action != normalize(action):
+        if not projected.valid or projected.action != normalize(answer_action):
             raise ValueError(f"{source}: step {step}'s answer {response!r} reads back as {projected}, not as "
-                             f"the action {action!r}")
+                             f"the action {answer_action!r}")
         yield DemonstrationStep(step, observation, info, tuple(history), projected.action, response)
-        history.append((observation_text(observation), projected.action))
-        observation, _, terminated, truncated, info = env.step(projected.action)
-    if not info.get(INFO_WON, False):
-        raise ValueError(f"{source}: its {len(actions)} actions do not win the episode")
+        history.append((observation_text(observation), action))
+        observation, _, terminated, truncated, info = env.step(action)
+    return info

@@ -40,6 +40,9 @@
 #                   straight to hidden objects: 2 % / 4 % on 200 games with the older prompts,
 #                   learn_sft_h200x2_2026-11-30.json) or `mixed` (the expert's where it wins, the walkthrough
 #                   elsewhere; not measured)
+#   SFT_RELABEL []  files of a policy's episodes on training games (space-separated; JSON lines as
+#                   `bench/policy_failures.py play` writes them): their states, answered with the hand-coded
+#                   expert's action there, are added to the SFT train rows (DAgger: sft_data --relabel)
 #   SFT_EPOCHS [20] SFT_LR [5e-4]: the most epochs (the best by validation loss is kept), the SFT learning rate
 #                   (at 6 the validation loss still fell at the last epoch in all five SFT runs, and the policy
 #                   took the object it saw in 5 of 34 valid_unseen states: ~33 s an epoch on an H200)
@@ -92,6 +95,7 @@ TEMPERATURE=${TEMPERATURE:-0.4}
 SFT_EPOCHS=${SFT_EPOCHS:-20}
 SFT_LR=${SFT_LR:-5e-4}
 SFT_SOURCE=${SFT_SOURCE:-expert}
+SFT_RELABEL=${SFT_RELABEL:-}
 PYTHON=${PYTHON:-python3}
 export DATA_DIR=$WORK/data PYTHON N_GPUS=${N_GPUS:-1} TRAIN_BATCH=${TRAIN_BATCH:-16} GROUP_SIZE=${GROUP_SIZE:-8} \
   MAX_STEPS=${MAX_STEPS:-30} HISTORY=${HISTORY:-2} MAX_PROMPT=${MAX_PROMPT:-1024} MAX_RESPONSE=${MAX_RESPONSE:-128}
@@ -124,8 +128,10 @@ stage_games() {
 
 stage_sft_data() {
   [ -f "$SFT_DIR/valid_unseen.parquet" ] && return 0
+  local relabel=() episodes
+  for episodes in $SFT_RELABEL; do relabel+=(--relabel "$episodes"); done
   "$PYTHON" -m molmo_agent.integrations.verl.sft_data --games "$GAMES" --model "$(base_model)" --out "$SFT_DIR" \
-    --source "$SFT_SOURCE" \
+    --source "$SFT_SOURCE" ${relabel[@]+"${relabel[@]}"} \
     env.max_steps="$MAX_STEPS" env.history_length="$HISTORY" data.max_prompt_length="$MAX_PROMPT" \
     data.max_response_length="$MAX_RESPONSE"
 }

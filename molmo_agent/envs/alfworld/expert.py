@@ -1,6 +1,7 @@
 """ALFWorld's hand-coded expert as a demonstration source: it searches receptacles as a player must.
 
     actions = expert_actions("path/to/game.tw-pddl", max_steps=30)   # a winning action list, or ValueError
+    labels = expert_labels("path/to/game.tw-pddl", policy_actions)     # its action at each state a policy reached
 
 A game's stored walkthrough comes from the planner, which knows where every object is: its first action may go
 straight to a receptacle the observation never mentioned, so a policy cloned from it learns to guess. alfworld's
@@ -8,12 +9,15 @@ hand-coded expert (`alfworld.agents.expert.HandCodedTWAgent`, through alfworld's
 decides from what it has seen: it walks to receptacles in turn, opens them, and takes the object once it shows.
 Its actions are played here on the same engine and names as `AlfworldSession` (TextWorld's `PddlEnv` with
 `AlfredDemangler`), plus the game facts the expert reads; `envs.demonstrations` then replays them in the
-environment as the agent loop plays it. Within 30 steps it wins 144 of 200 generated training games, in 12.5 steps
+environment as the agent loop plays it. `expert_labels` asks the same expert what it would do at each state another
+player's actions reach (DAgger's relabelling: alfworld trains its own text agents that way). Within 30 steps it wins 144 of 200 generated training games, in 12.5 steps
 on average against the walkthrough's 6.1; most of its losses are pick_two_obj_and_place games, where it can loop
 without end (bench/alfworld_demonstrations.py).
 """
+import contextlib
 import functools
 import random
+from collections.abc import Iterator, Sequence
 
 import textworld
 from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredExpert, AlfredExpertType
@@ -30,10 +34,42 @@ def expert_actions(game_file: str, max_steps: int, seed: int = 0) -> list[str]:
     every process. A ValueError names the game when the expert has not won after `max_steps` actions (a
     demonstration the training config's `env.max_steps` would cut short) or when it fails on the game.
     """
+    with _seeded(seed):
+        return _play(game_file, max_steps)
+
+
+def expert_labels(game_file: str, actions: Sequence[str], seed: int = 0) -> list[str]:
+    """The hand-coded expert's next action at each state that `actions` reach from the start of `game_file`:
+    labels[t] is its answer after actions[:t], so len(labels) <= len(actions).
+
+    The expert watches every action played, as it watches its own, and answers as in its demonstrations ("look"
+    where its choice is not admissible, a random admissible action where it would repeat the last one; seeded as
+    `expert_actions`). Labelling stops early where the game is won (nothing left to label) or the expert fails (its
+    later answers would come from a broken plan): the labels of the states before stay valid.
+    """
+    env = _expert_env()
+    labels: list[str] = []
+    with _seeded(seed):
+        try:
+            env.load(game_file)
+            state = env.reset()
+            for action in actions:
+                if state["won"]:
+                    break
+                labels.append(state["extra.expert_plan"][0])
+                state, _, _ = env.step(action)
+        except Exception:  # the expert's own failures (HandCodedAgentFailed, its timeout, ...)
+            pass
+    return labels
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Python's global `random`, which the expert draws from, seeded with `seed`; the caller's state put back."""
     outer_state = random.getstate()
     random.seed(seed)
     try:
-        return _play(game_file, max_steps)
+        yield
     finally:
         random.setstate(outer_state)
 

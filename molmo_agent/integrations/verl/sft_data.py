@@ -1,13 +1,17 @@
 """ALFWorld demonstrations -> SFT rows: one parquet row per agent step, with the agent loop's prompt token ids.
 
     python -m molmo_agent.integrations.verl.sft_data --games ROOT --model DIR --out DIR [--split train ...]
-        [--source walkthrough|expert|mixed] [--workers N] [OVERRIDES ...]
+        [--source walkthrough|expert|mixed] [--relabel EPISODES ...] [--workers N] [OVERRIDES ...]
 
 Each game's demonstration is played in the environment (`envs.demonstrations`): `walkthrough` (default), the
 planner's winning commands stored in the game file, which go straight to objects the player has not seen yet;
 `expert`, alfworld's hand-coded expert (`envs.alfworld.expert`), which searches receptacles as a player must (a
 game it does not win within `env.max_steps` is left out, and counted in the command's last lines); or `mixed`,
 the expert's where it wins in time and the walkthrough elsewhere (each row's `source` says which).
+`--relabel` adds DAgger's rows to train: the states a policy reached in its episodes of training games (JSON lines
+with `game`, the game file, and `steps`, each with the `action` the episode sent, as `bench/policy_failures.py
+play` writes them), replayed and answered with alfworld's hand-coded expert's action there
+(`envs.alfworld.expert.expert_labels`; source `relabeled`).
 Every step becomes one row:
 
     prompt_ids    the prompt the agent loop sends for that state: the environment's prompt builder with the last
@@ -27,6 +31,8 @@ prompt lengths.
 """
 import argparse
 import functools
+import gzip
+import json
 import os
 import pathlib
 import statistics
@@ -42,10 +48,10 @@ from transformers import PreTrainedTokenizerBase
 from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
 
-from molmo_agent.envs.alfworld.expert import expert_actions
+from molmo_agent.envs.alfworld.expert import expert_actions, expert_labels
 from molmo_agent.envs.alfworld.games import SPLITS, Game, load_games, read_walkthrough
 from molmo_agent.envs.base import observation_text
-from molmo_agent.envs.demonstrations import demonstration_steps
+from molmo_agent.envs.demonstrations import DemonstrationStep, demonstration_steps, relabeled_steps
 from molmo_agent.envs.registry import get_env, make_env
 from molmo_agent.integrations.verl.agent_loop import env_knobs, step_prompt_ids
 
@@ -65,6 +71,7 @@ def rl_config(model: str, overrides: list[str]) -> DictConfig:
 
 
 SOURCES = ("walkthrough", "expert", "mixed")
+RELABELED = "relabeled"  # the source of a row from a policy's episode answered by the expert
 
 
 class StepRows:
@@ -105,22 +112,30 @@ class StepRows:
     def __call__(self, game: Game) -> list[dict[str, Any]]:
         """The game's rows; none when it has no demonstration (the command counts those games). A walkthrough
         that does not replay is an error in the game."""
-        env = self.config.env
-        prompt_length = self.config.actor_rollout_ref.rollout.prompt_length
         demonstration = self.actions(game)
         if demonstration is None:
             return []
         source, actions = demonstration
-        steps = demonstration_steps(ENV_NAME, self.env, env.max_steps, {"game": os.path.abspath(game.path)}, actions,
-                                    source=f"the {source} of {game.path}")
-        rows = []
-        for step in steps:
-            prompt_ids, _ = step_prompt_ids(self.spec, self.build_tokens, observation_text(step.observation), None,
-                                            step.info, step.history, env.history_length, prompt_length)
-            rows.append({"game": os.path.abspath(game.path), "split": game.split, "task_type": game.task_type,
-                         "step": step.step, "action": step.action, "source": source, "prompt_ids": prompt_ids,
-                         "response_ids": self.response_ids(step.response)})
-        return rows
+        steps = demonstration_steps(ENV_NAME, self.env, self.config.env.max_steps,
+                                    {"game": os.path.abspath(game.path)}, actions, source=f"the {source} of {game.path}")
+        return [self.row(game, step, source) for step in steps]
+
+    def relabeled(self, game: Game, played: list[str]) -> list[dict[str, Any]]:
+        """The rows of a policy's episode of `game`, which sent the actions `played`: each state it reached,
+        answered with the hand-coded expert's action there (none past a state the expert fails in)."""
+        labels = expert_labels(os.path.abspath(game.path), played)
+        steps = relabeled_steps(ENV_NAME, self.env, self.config.env.max_steps, {"game": os.path.abspath(game.path)},
+                                played, labels, source=f"a policy's episode of {game.path}")
+        return [self.row(game, step, RELABELED) for step in steps]
+
+    def row(self, game: Game, step: DemonstrationStep, source: str) -> dict[str, Any]:
+        """`step`'s row: the prompt the agent loop sends in its state, and its answer."""
+        prompt_ids, _ = step_prompt_ids(self.spec, self.build_tokens, observation_text(step.observation), None,
+                                        step.info, step.history, self.config.env.history_length,
+                                        self.config.actor_rollout_ref.rollout.prompt_length)
+        return {"game": os.path.abspath(game.path), "split": game.split, "task_type": game.task_type,
+                "step": step.step, "action": step.action, "source": source, "prompt_ids": prompt_ids,
+                "response_ids": self.response_ids(step.response)}
 
 
 _process_rows: StepRows | None = None  # one per worker process: its tokenizer loads once
@@ -131,19 +146,49 @@ def _start_worker(config: DictConfig, source: str) -> None:
     _process_rows = StepRows(config, source)
 
 
-def _rows_in_worker(game: Game) -> list[dict[str, Any]]:
-    return _process_rows(game)
+def _rows_in_worker(job: tuple[Game, list[str] | None]) -> list[dict[str, Any]]:
+    return _rows_of(_process_rows, job)
 
 
-def step_rows(games: list[Game], config: DictConfig, workers: int, source: str = "walkthrough") -> list[dict[str, Any]]:
-    """Every step row of `games` from `source`'s demonstrations, in their order, built on `workers` processes
-    (1: in this one), with a progress bar over games on stderr."""
-    progress = functools.partial(tqdm, total=len(games), desc=f"{source} demonstrations", unit="game")
+def _rows_of(rows: StepRows, job: tuple[Game, list[str] | None]) -> list[dict[str, Any]]:
+    """A game's demonstration rows (no actions given), or the relabeled rows of a policy's episode of it."""
+    game, played = job
+    return rows(game) if played is None else rows.relabeled(game, played)
+
+
+def step_rows(games: list[Game], config: DictConfig, workers: int, source: str = "walkthrough",
+              episodes: list[tuple[Game, list[str]]] = ()) -> list[dict[str, Any]]:
+    """Every step row of `games` from `source`'s demonstrations, then the relabeled rows of each policy episode
+    (game, actions sent), in their order, built on `workers` processes (1: in this one), with a progress bar on
+    stderr."""
+    jobs = [(game, None) for game in games] + list(episodes)
+    progress = functools.partial(tqdm, total=len(jobs), desc=f"{source} demonstrations"
+                                 + (f" and {len(episodes)} relabeled episodes" if episodes else ""), unit="game")
     if workers == 1:
-        rows_of = StepRows(config, source)
-        return [row for rows in progress(map(rows_of, games)) for row in rows]
+        rows_of = functools.partial(_rows_of, StepRows(config, source))
+        return [row for rows in progress(map(rows_of, jobs)) for row in rows]
     with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(config, source)) as pool:
-        return [row for rows in progress(pool.map(_rows_in_worker, games)) for row in rows]
+        return [row for rows in progress(pool.map(_rows_in_worker, jobs)) for row in rows]
+
+
+def policy_episodes(paths: list[str], games: list[Game]) -> list[tuple[Game, list[str]]]:
+    """(game, actions sent) of every episode in the JSON-lines files `paths` (gzipped when named *.gz; a record
+    holds `game`, its game file, and `steps`, each with its `action`), matched to `games` by split, task and trial
+    whatever the root they were played under. A ValueError names the file and game of a record that matches no
+    training game: the rows train the policy, so a validation game's states would leak into training."""
+    by_key = {(game.split, game.name): game for game in games}
+    episodes = []
+    for path in paths:
+        with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as lines:
+            for line in lines:
+                record = json.loads(line)
+                game_file = pathlib.Path(record["game"])
+                key = (game_file.parents[2].name, f"{game_file.parents[1].name}/{game_file.parent.name}")
+                if key[0] != "train" or key not in by_key:
+                    raise ValueError(f"--relabel {path}: the episode of {record['game']} is not of a training game "
+                                     "of --games (relabeled states train the policy)")
+                episodes.append((by_key[key], [step["action"] for step in record["steps"]]))
+    return episodes
 
 
 def write_parquet(rows: list[dict[str, Any]], path: str) -> None:
@@ -175,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", choices=SOURCES, default="walkthrough",
                         help="the demonstrations: the planner's walkthroughs, alfworld's hand-coded expert, or the "
                              "expert's where it wins within env.max_steps and the walkthroughs elsewhere")
+    parser.add_argument("--relabel", action="append", default=[], metavar="EPISODES",
+                        help="a policy's episodes of training games (JSON lines, *.gz too) whose states are answered "
+                             "by the hand-coded expert and added to train (repeatable)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes playing games")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the RL config, e.g. env.history_length=2")
     args = parser.parse_args(argv)
@@ -192,9 +240,12 @@ def main(argv: list[str] | None = None) -> None:
     empty = [split for split in splits if not any(game.split == split for game in games)]
     if empty:
         raise SystemExit(f"--games {args.games}: no playable game in {', '.join(empty)}")
+    if args.relabel and "train" not in splits:
+        parser.error("--relabel adds rows to train: write the train split too")
     try:
-        rows = step_rows(games, config, min(args.workers, len(games)), args.source)
-    except ValueError as error:  # a demonstration that does not replay
+        episodes = policy_episodes(args.relabel, games)
+        rows = step_rows(games, config, min(args.workers, len(games)), args.source, episodes)
+    except ValueError as error:  # a demonstration or an episode that does not replay, an episode of no training game
         raise SystemExit(str(error)) from None
     os.makedirs(args.out, exist_ok=True)
     for split in splits:
@@ -203,9 +254,12 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--games {args.games}: no {split} game gave a demonstration ({args.source})")
         path = os.path.join(args.out, f"{split}.parquet")
         write_parquet(split_rows, path)
-        unplayed = sum(game.split == split for game in games) - len({row["game"] for row in split_rows})
+        unplayed = sum(game.split == split for game in games) - len(
+            {row["game"] for row in split_rows if row["source"] != RELABELED})
         skipped = f"; {unplayed} games left out: the expert did not win them within env.max_steps" if unplayed else ""
-        print(f"{path}: {summary(split_rows)}{skipped}", flush=True)
+        relabeled = [row for row in split_rows if row["source"] == RELABELED]
+        added = f"; of them relabeled: {summary(relabeled)}" if relabeled else ""
+        print(f"{path}: {summary(split_rows)}{skipped}{added}", flush=True)
 
 if __name__ == "__main__":
     main()
