@@ -72,10 +72,10 @@ def demonstration_steps(env_name: str, env: AgentEnv, max_steps: int, options: d
 def relabeled_steps(env_name: str, env: AgentEnv, max_steps: int, options: dict[str, Any], played: Sequence[str],
                     labels: Sequence[str], seed: int | None = None,
                     source: str = "the episode") -> Iterator[DemonstrationStep]:
-    """Play `played` (a policy's actions, as its episode sent them) in `env` (`make_env(env_name, max_steps,
-    ...)`), reset with `options` and `seed`,
-    yielding the state before each of the first len(labels) actions with the answer that takes labels[t] instead:
-    DAgger's rows, the policy's states and a demonstrator's answers (the history holds the actions played).
+    """Play `played` (a policy's actions, as its episode sent them) in `env` (`make_env(env_name, max_steps, ...)`,
+    reset with `options` and `seed`), yielding the state before each of the first len(labels) actions with the
+    answer that takes labels[t] instead: DAgger's rows, the policy's states and a demonstrator's answers (the history
+    holds the actions played).
 
     A ValueError names `source` when a label's answer does not read back as that label, or when the episode ends
     before len(labels) states (more labels than actions, or `max_steps` cut it short).

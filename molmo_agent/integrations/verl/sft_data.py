@@ -36,7 +36,7 @@ import json
 import os
 import pathlib
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -157,7 +157,7 @@ def _rows_of(rows: StepRows, job: tuple[Game, list[str] | None]) -> list[dict[st
 
 
 def step_rows(games: list[Game], config: DictConfig, workers: int, source: str = "walkthrough",
-              episodes: list[tuple[Game, list[str]]] = ()) -> list[dict[str, Any]]:
+              episodes: Sequence[tuple[Game, list[str]]] = ()) -> list[dict[str, Any]]:
     """Every step row of `games` from `source`'s demonstrations, then the relabeled rows of each policy episode
     (game, actions sent), in their order, built on `workers` processes (1: in this one), with a progress bar on
     stderr."""
