@@ -24,7 +24,9 @@ inadmissible actions and forgotten sightings behind it, beside alfworld's hand-c
   elsewhere once the target's last sighting had left that window (no prompt shows where the target is any more);
 - step totals, loops' periods and cycles, steps from the target's first sighting to taking it;
 - the policy's action when the current observation (an arrival or an opening) lists the target and its hands are
-  free, and its inadmissible actions by kind ('take' of an object not in view, 'go to' where it already is, ...).
+  free, and its inadmissible actions by kind ('take' of an object not in view, 'go to' where it already is, ...);
+- with --agreement, how often the policy's action is the one the hand-coded expert takes in the policy's own state
+  (the labels `sft_data --relabel` trains on), by the expert's verb.
 
     python bench/policy_failures.py play --player policy --model DIR --games ROOT --split valid_unseen \\
         [--temperature 0.4 --seed 0 --batch 25 --max-steps 30 --history 2 --prompt-length 1024 \\
@@ -32,7 +34,7 @@ inadmissible actions and forgotten sightings behind it, beside alfworld's hand-c
     python bench/policy_failures.py play --player expert --games ROOT --split valid_unseen valid_seen \\
         [--max-steps 30 --seed 0] --out EXPERT.jsonl.gz
     python bench/policy_failures.py analyze --traces POLICY.jsonl.gz [--expert EXPERT.jsonl.gz] [--history 2] \\
-        --out bench/results/NAME.json [--play-command "COMMAND" ...]
+        [--agreement] --out bench/results/NAME.json [--play-command "COMMAND" ...]
 
 ROOT is a generated game tree (`python -m molmo_agent.envs.alfworld.generate --out ROOT ...`). On 2 CPU cores
 the learning recipe's small model plays 50 games of 30 steps in ~25 minutes. --play-command records the commands
@@ -383,7 +385,10 @@ def split_summary(policy: list[dict], expert: dict[str, dict]) -> dict:
 def summarize(policy: list[dict], expert: list[dict], history_length: int) -> dict:
     """Every count `analyze` writes (see the module's docstring)."""
     games, won, lost_at_counts, flags = Counter(), Counter(), defaultdict(Counter), defaultdict(Counter)
-    totals, inadmissible, on_target = Counter(), Counter(), {"won": Counter(), "lost": Counter()}
+    inadmissible, on_target = Counter(), {"won": Counter(), "lost": Counter()}
+    # every total the tables read, zero in traces with no 'go to' arrival or no lost episode
+    totals = Counter(dict.fromkeys(("go_to_moves", "revisits", "revisits_out_of_window", "forgotten_sightings", "lost",
+                                    "lost_steps", "lost_looping", "lost_target_seen"), 0))
     sighting_to_take, loop_periods, loop_cycles = Counter(), Counter(), Counter()
     for record in policy:
         episode = analyze_episode(record, history_length)
@@ -428,6 +433,22 @@ def summarize(policy: list[dict], expert: list[dict], history_length: int) -> di
     }
 
 
+def expert_agreement(policy: list[dict]) -> dict:
+    """In the policy's own states, how often its action is the one alfworld's (mended) hand-coded expert takes there
+    (`envs.alfworld.expert.expert_labels`, the DAgger labels of sft_data --relabel), by the expert's verb. Reads the
+    game files the traces name."""
+    from molmo_agent.envs.alfworld.expert import expert_labels
+
+    same, states = Counter(), Counter()
+    for record in policy:
+        played = [step["action"] for step in record["steps"]]
+        for label, action in zip(expert_labels(record["game"], played), played):
+            states[label.split()[0]] += 1
+            same[label.split()[0]] += label == action
+    return {"states": sum(states.values()), "same": sum(same.values()),
+            "by_expert_verb": {verb: {"same": same[verb], "states": n} for verb, n in states.most_common()}}
+
+
 def tables(summary: dict) -> list[str]:
     """The summary as the lines `analyze` prints."""
     lines = []
@@ -466,12 +487,20 @@ def tables(summary: dict) -> list[str]:
         lines += [f"  {f'{outcome} episodes, {kind}':60s} {n}" for kind, n in kinds.items()]
     lines.append("Inadmissible actions by kind (all episodes):")
     lines += [f"  {kind:60s} {n}" for kind, n in summary["inadmissible_by_kind"].items()]
+    if "expert_agreement" in summary:
+        agreement = summary["expert_agreement"]
+        lines += [f"The policy's action is the expert's in its state: {agreement['same']} of {agreement['states']}; "
+                  "by the expert's verb: " + ", ".join(f"{verb} {counts['same']}/{counts['states']}" for verb, counts
+                                                      in agreement["by_expert_verb"].items())]
     return lines
 
 
 def analyze(args: argparse.Namespace) -> None:
     """Summarize --traces (and --expert), print the tables, write the result to --out."""
-    summary = summarize(read_traces(args.traces), read_traces(args.expert) if args.expert else [], args.history)
+    policy = read_traces(args.traces)
+    summary = summarize(policy, read_traces(args.expert) if args.expert else [], args.history)
+    if args.agreement:
+        summary["expert_agreement"] = expert_agreement(policy)
     lines = tables(summary)
     print("\n".join(lines))
     result = {"bench": "policy_failures", "command": [*args.play_command, args.command], "traces": args.traces.name,
@@ -520,6 +549,8 @@ def main(argv: Iterable[str] | None = None) -> None:
     analyzer.add_argument("--traces", required=True, type=Path, help="the policy's traces (from play)")
     analyzer.add_argument("--expert", type=Path, help="the expert's traces on the same games (from play)")
     analyzer.add_argument("--history", type=int, default=2, help="the prompt's window: env.history_length of play")
+    analyzer.add_argument("--agreement", action="store_true", help="also count how often the policy's action is the "
+                          "hand-coded expert's in the policy's own states (reads the traces' game files)")
     analyzer.add_argument("--out", required=True, type=Path, help="the result file (JSON)")
     analyzer.add_argument("--play-command", action="append", default=[],
                           help="a command that made the traces, stored with the result (repeatable)")

@@ -142,3 +142,18 @@ def test_a_limit_plays_games_spread_over_the_task_types():
     assert bench.evenly_spaced(games, None) == games == bench.evenly_spaced(games, 99)
     assert [game.task_type for game in bench.evenly_spaced(games, 3)] == [games[0].task_type, games[2].task_type,
                                                                            games[4].task_type]
+
+
+def test_agreement_counts_the_policys_actions_that_are_the_experts_in_its_own_states(tmp_path):
+    game = next(g for g in load_games(str(GAMES_ROOT), "train") if g.task_type == "pick_and_place_simple")
+    # the expert: look, go to sofa 1 (where the laptop belongs), go to sidetable 1, take laptop 1 from sidetable 1
+    played = ["look", "go to sidetable 1", "take nothing 1 from nowhere 1", "take laptop 1 from sidetable 1"]
+    record = episode([step(action, "") for action in played], game=game.path) | {"split": "train"}
+    traces = tmp_path / "policy.jsonl"
+    traces.write_text(json.dumps(record) + "\n")
+    result = tmp_path / "result.json"
+    bench.main(["analyze", "--traces", str(traces), "--agreement", "--out", str(result)])
+    # at the sidetable the expert takes the laptop (twice asked: once after the policy's failed take)
+    assert json.loads(result.read_text())["expert_agreement"] == {
+        "states": 4, "same": 2, "by_expert_verb": {"take": {"same": 1, "states": 2}, "look": {"same": 1, "states": 1},
+                                                   "go": {"same": 0, "states": 1}}}
