@@ -167,3 +167,10 @@ def test_the_expert_labels_its_own_path_with_its_actions_and_a_detour_with_what_
     detour = [actions[0], "take nothing 1 from nowhere 1", "go to sidetable 1", "take nothing 1 from nowhere 1"]
     # labels[t] answers detour[:t]: past a failed take it still goes to the sofa; at the sidetable it takes the laptop
     assert expert_labels(game, detour) == [actions[0], actions[1], actions[1], actions[3]]
+
+
+def test_labels_of_a_game_that_does_not_load_are_an_error_not_an_empty_list(tmp_path):
+    from molmo_agent.envs.alfworld.expert import expert_labels
+
+    with pytest.raises(FileNotFoundError):
+        expert_labels(str(tmp_path / "missing" / "game.tw-pddl"), ["look"])

@@ -54,9 +54,9 @@ def expert_labels(game_file: str, actions: Sequence[str], seed: int = 0) -> list
     env = _expert_env()
     labels: list[str] = []
     with _seeded(seed):
+        env.load(game_file)  # a game that does not load is the caller's error, raised
+        state = env.reset()
         try:
-            env.load(game_file)
-            state = env.reset()
             for action in actions:
                 if state["won"]:
                     break
