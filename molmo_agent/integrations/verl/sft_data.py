@@ -31,8 +31,6 @@ prompt lengths.
 """
 import argparse
 import functools
-import gzip
-import json
 import os
 import pathlib
 import statistics
@@ -54,6 +52,7 @@ from molmo_agent.envs.base import observation_text
 from molmo_agent.envs.demonstrations import DemonstrationStep, demonstration_steps, relabeled_steps
 from molmo_agent.envs.registry import get_env, make_env
 from molmo_agent.integrations.verl.agent_loop import env_knobs, step_prompt_ids
+from molmo_agent.integrations.verl.validation_dump import read_episodes
 
 CONFIG_DIR = str(pathlib.Path(__file__).parents[2] / "config")
 CONFIG_NAME = "alfworld_gigpo"
@@ -179,15 +178,13 @@ def policy_episodes(paths: list[str], games: list[Game]) -> list[tuple[Game, lis
     by_key = {(game.split, game.name): game for game in games}
     episodes = []
     for path in paths:
-        with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as lines:
-            for line in lines:
-                record = json.loads(line)
-                game_file = pathlib.Path(record["game"])
-                key = (game_file.parents[2].name, f"{game_file.parents[1].name}/{game_file.parent.name}")
-                if key[0] != "train" or key not in by_key:
-                    raise ValueError(f"--relabel {path}: the episode of {record['game']} is not of a training game "
-                                     "of --games (relabeled states train the policy)")
-                episodes.append((by_key[key], [step["action"] for step in record["steps"]]))
+        for record in read_episodes(pathlib.Path(path)):
+            game_file = pathlib.Path(record["game"])
+            key = (game_file.parents[2].name, f"{game_file.parents[1].name}/{game_file.parent.name}")
+            if key[0] != "train" or key not in by_key:
+                raise ValueError(f"--relabel {path}: the episode of {record['game']} is not of a training game "
+                                 "of --games (relabeled states train the policy)")
+            episodes.append((by_key[key], [step["action"] for step in record["steps"]]))
     return episodes
 
 

@@ -67,7 +67,8 @@ def write_episodes(found: list[dict[str, Any]], path: Path) -> None:
 
 
 def read_episodes(path: Path) -> list[dict[str, Any]]:
-    """The episodes `write_episodes` wrote."""
+    """One dict per JSON line of `path` (gzip-compressed when its name ends in .gz): the episodes `write_episodes`
+    wrote, or a policy's traces (`sft_data --relabel`)."""
     with _open(path, "rt") as lines:
         return [json.loads(line) for line in lines]
 
