@@ -28,6 +28,10 @@ inadmissible actions and forgotten sightings behind it, beside alfworld's hand-c
 - with --agreement, how often the policy's action is the one the hand-coded expert takes in the policy's own state
   (the labels `sft_data --relabel` trains on), by the expert's verb.
 
+`imitate` asks a checkpoint for its greedy answer at every state of an SFT parquet (the demonstrator's own states,
+`sft_data`'s rows) and counts how often it takes the row's action, by the row's verb: minutes on the CPU where
+playing takes half an hour, and the states are the demonstrator's, not the policy's (--agreement's).
+
     python bench/policy_failures.py play --player policy --model DIR --games ROOT --split valid_unseen \\
         [--temperature 0.4 --seed 0 --batch 25 --max-steps 30 --history 2 --prompt-length 1024 \\
         --response-length 128] --out POLICY.jsonl.gz
@@ -35,6 +39,8 @@ inadmissible actions and forgotten sightings behind it, beside alfworld's hand-c
         [--max-steps 30 --seed 0] --out EXPERT.jsonl.gz
     python bench/policy_failures.py analyze --traces POLICY.jsonl.gz [--expert EXPERT.jsonl.gz] [--history 2] \\
         [--agreement] --out bench/results/NAME.json [--play-command "COMMAND" ...]
+    python bench/policy_failures.py imitate --model DIR --rows SFT_DIR/valid_unseen.parquet [--batch 16] \\
+        --out bench/results/NAME.json
 
 ROOT is a generated game tree (`python -m molmo_agent.envs.alfworld.generate --out ROOT ...`). On 2 CPU cores
 the learning recipe's small model plays 50 games of 30 steps in ~25 minutes. --play-command records the commands
@@ -433,20 +439,34 @@ def summarize(policy: list[dict], expert: list[dict], history_length: int) -> di
     }
 
 
+def matches_by_verb(pairs: Iterable[tuple[str, str]]) -> dict:
+    """(reference action, the policy's action) pairs counted by the reference's verb: how many, how many the same."""
+    same, states = Counter(), Counter()
+    for reference, action in pairs:
+        states[reference.split()[0]] += 1
+        same[reference.split()[0]] += reference == action
+    return {"states": sum(states.values()), "same": sum(same.values()),
+            "by_verb": {verb: {"same": same[verb], "states": n} for verb, n in states.most_common()}}
+
+
 def expert_agreement(policy: list[dict]) -> dict:
     """In the policy's own states, how often its action is the one alfworld's (mended) hand-coded expert takes there
     (`envs.alfworld.expert.expert_labels`, the DAgger labels of sft_data --relabel), by the expert's verb. Reads the
     game files the traces name."""
     from molmo_agent.envs.alfworld.expert import expert_labels
 
-    same, states = Counter(), Counter()
-    for record in policy:
-        played = [step["action"] for step in record["steps"]]
-        for label, action in zip(expert_labels(record["game"], played), played):
-            states[label.split()[0]] += 1
-            same[label.split()[0]] += label == action
-    return {"states": sum(states.values()), "same": sum(same.values()),
-            "by_expert_verb": {verb: {"same": same[verb], "states": n} for verb, n in states.most_common()}}
+    def pairs() -> Iterable[tuple[str, str]]:
+        for record in policy:
+            played = [step["action"] for step in record["steps"]]
+            yield from zip(expert_labels(record["game"], played), played)
+
+    return matches_by_verb(pairs())
+
+
+def match_line(counts: dict) -> str:
+    """`matches_by_verb`'s counts on one line."""
+    return f"{counts['same']} of {counts['states']}; by the reference's verb: " + ", ".join(
+        f"{verb} {n['same']}/{n['states']}" for verb, n in counts["by_verb"].items())
 
 
 def tables(summary: dict) -> list[str]:
@@ -489,9 +509,7 @@ def tables(summary: dict) -> list[str]:
     lines += [f"  {kind:60s} {n}" for kind, n in summary["inadmissible_by_kind"].items()]
     if "expert_agreement" in summary:
         agreement = summary["expert_agreement"]
-        lines += [f"The policy's action is the expert's in its state: {agreement['same']} of {agreement['states']}; "
-                  "by the expert's verb: " + ", ".join(f"{verb} {counts['same']}/{counts['states']}" for verb, counts
-                                                      in agreement["by_expert_verb"].items())]
+        lines.append(f"The policy's action is the expert's in its state: {match_line(agreement)}")
     return lines
 
 
@@ -516,6 +534,34 @@ def evenly_spaced(games: list[Game], limit: int | None) -> list[Game]:
     if limit is None or limit >= len(games):
         return games
     return [games[i * len(games) // limit] for i in range(limit)]
+
+
+def imitate(args: argparse.Namespace) -> None:
+    """The checkpoint's greedy answer at every state of --rows (SFT rows: a demonstrator's states and actions)
+    against the row's action, by its verb; printed and written to --out."""
+    import pandas as pd
+    import torch
+    from transformers import AutoTokenizer
+
+    from molmo_agent.envs.projection import project_action
+    from molmo_agent.models.checkpoint_parts import sha256, weights_sha256
+    from molmo_agent.models.molmo2 import Molmo2ForConditionalGeneration
+
+    rows = pd.read_parquet(args.rows, columns=["prompt_ids", "action"])
+    rows = rows.iloc[rows["prompt_ids"].map(len).argsort(kind="stable")]  # batches of similar lengths pad little
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = Molmo2ForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32).eval()
+    answers, start = [], time.perf_counter()
+    for first in range(0, len(rows), args.batch):
+        batch = rows.iloc[first:first + args.batch]
+        answers += generate(model, tokenizer, [list(ids) for ids in batch["prompt_ids"]], 0.0, args.response_length)
+        print(f"{len(answers)}/{len(rows)} rows, {time.perf_counter() - start:.0f} s", flush=True)
+    counts = matches_by_verb(zip(rows["action"], (project_action(answer).action for answer in answers)))
+    print(f"The greedy action is the row's: {match_line(counts)}")
+    result = {"bench": "policy_failures imitate", "command": args.command, "rows": str(args.rows),
+              "rows_sha256": sha256(args.rows), "weights_sha256": weights_sha256(Path(args.model)), **counts}
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"written {args.out}")
 
 
 def play(args: argparse.Namespace) -> None:
@@ -555,6 +601,13 @@ def main(argv: Iterable[str] | None = None) -> None:
     analyzer.add_argument("--play-command", action="append", default=[],
                           help="a command that made the traces, stored with the result (repeatable)")
     analyzer.set_defaults(run=analyze)
+    imitator = modes.add_parser("imitate", help="a checkpoint's greedy action at each SFT row's state, by verb")
+    imitator.add_argument("--model", required=True, help="the policy's checkpoint folder")
+    imitator.add_argument("--rows", required=True, type=Path, help="an SFT parquet (sft_data): states and actions")
+    imitator.add_argument("--batch", type=int, default=16, help="rows generated at once")
+    imitator.add_argument("--response-length", type=int, default=128, help="data.max_response_length")
+    imitator.add_argument("--out", required=True, type=Path, help="the result file (JSON)")
+    imitator.set_defaults(run=imitate)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.mode == "play" and args.player == "policy" and not args.model:

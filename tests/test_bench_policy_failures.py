@@ -155,5 +155,25 @@ def test_agreement_counts_the_policys_actions_that_are_the_experts_in_its_own_st
     bench.main(["analyze", "--traces", str(traces), "--agreement", "--out", str(result)])
     # at the sidetable the expert takes the laptop (twice asked: once after the policy's failed take)
     assert json.loads(result.read_text())["expert_agreement"] == {
-        "states": 4, "same": 2, "by_expert_verb": {"take": {"same": 1, "states": 2}, "look": {"same": 1, "states": 1},
+        "states": 4, "same": 2, "by_verb": {"take": {"same": 1, "states": 2}, "look": {"same": 1, "states": 1},
                                                    "go": {"same": 0, "states": 1}}}
+
+
+def test_imitate_counts_the_greedy_actions_that_are_the_rows(molmo2_dir, tmp_path, monkeypatch):
+    import pandas as pd
+
+    rows = tmp_path / "valid_unseen.parquet"
+    actions = ["go to desk 1", "take pen 1 from desk 1", "go to shelf 1"]
+    pd.DataFrame({"prompt_ids": [[1] * 3, [1] * 2, [1] * 4], "action": actions}).to_parquet(rows)
+    asked = []
+
+    def greedy(model, tokenizer, prompts, temperature, max_tokens):  # answers in the order of the prompts' lengths
+        asked.append((prompts, temperature))
+        return [f"<think>t</think><action>{action}</action>" for action in
+                ("take pen 2 from desk 1", "Go to desk  1", "go to shelf 1")]
+    monkeypatch.setattr(bench, "generate", greedy)
+    result = tmp_path / "result.json"
+    bench.main(["imitate", "--model", str(molmo2_dir), "--rows", str(rows), "--out", str(result)])
+    assert asked == [([[1] * 2, [1] * 3, [1] * 4], 0.0)]
+    assert json.loads(result.read_text())["by_verb"] == {"go": {"same": 2, "states": 2},
+                                                          "take": {"same": 0, "states": 1}}

@@ -45,7 +45,7 @@
 #                   expert's action there, are added to the SFT train rows (DAgger: sft_data --relabel)
 #   SFT_EPOCHS [20] SFT_LR [5e-4]: the most epochs (the best by validation loss is kept), the SFT learning rate
 #                   (at 6 the validation loss still fell at the last epoch in all five SFT runs, and the policy
-#                   took the object it saw in 5 of 34 valid_unseen states: ~33 s an epoch on an H200)
+#                   took the right object in 7 of 50 valid_unseen states: ~33 s an epoch on an H200)
 #   SEEDS ["0 1"] ITERATIONS [60] TEST_FREQ [10]
 #   SAVE_FREQ [TEST_FREQ]  iterations between a run's checkpoints (1 where a time limit ends the run: nothing
 #                   after the last checkpoint survives it)
