@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from molmo_agent.envs.alfworld.games import TASK_TYPES, Game, load_games
+from molmo_agent.envs.alfworld.games import TASK_TYPES, Game, load_games, split_and_name
 from molmo_agent.envs.base import INFO_ADMISSIBLE, INFO_TASK, INFO_TASK_TYPE, INFO_WON, observation_text
 from molmo_agent.envs.projection import is_admissible
 
@@ -85,15 +85,15 @@ def open_text(path: Path, mode: str) -> IO[str]:
 
 
 def read_traces(path: Path) -> list[dict]:
-    """The records of a traces file from `play`, one per episode."""
+    """The records of a traces file from `play`, one per episode (validation_dump.read_episodes reads the same
+    lines, but importing the verl seam loads verl, which analyze does not need)."""
     with open_text(path, "r") as lines:
         return [json.loads(line) for line in lines]
 
 
 def game_key(game_file: str) -> str:
     """"<task directory>/<trial directory>" of a game file: the same game under any root."""
-    path = Path(game_file)
-    return f"{path.parent.parent.name}/{path.parent.name}"
+    return split_and_name(game_file)[1]
 
 
 def target_and_parent(game_file: str) -> tuple[str, str]:
@@ -144,6 +144,15 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[int]], temperature: 
     return answers
 
 
+def load_policy(model_dir: str) -> Any:
+    """The checkpoint in fp32 on the CPU, for inference."""
+    import torch
+
+    from molmo_agent.models.molmo2 import Molmo2ForConditionalGeneration
+
+    return Molmo2ForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
 def play_policy(args: argparse.Namespace, games: list[Game], out: IO[str]) -> None:
     """Play `games` with the checkpoint --model, --batch at a time; one record per episode to `out`."""
     # torch, verl and the model load here: analyze needs none of them
@@ -152,7 +161,6 @@ def play_policy(args: argparse.Namespace, games: list[Game], out: IO[str]) -> No
     from molmo_agent.envs.registry import make_env
     from molmo_agent.integrations.verl.agent_loop import env_knobs, step_prompt_ids
     from molmo_agent.integrations.verl.sft_data import ENV_NAME, StepRows, rl_config
-    from molmo_agent.models.molmo2 import Molmo2ForConditionalGeneration
 
     config = rl_config(args.model, [f"env.max_steps={args.max_steps}", f"env.history_length={args.history}",
                                     f"data.max_prompt_length={args.prompt_length}",
@@ -160,7 +168,7 @@ def play_policy(args: argparse.Namespace, games: list[Game], out: IO[str]) -> No
     rows = StepRows(config)
     prompt_length = config.actor_rollout_ref.rollout.prompt_length
     response_length = config.actor_rollout_ref.rollout.response_length
-    model = Molmo2ForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32).eval()
+    model = load_policy(args.model)
     torch.manual_seed(args.seed)
     envs = [make_env(ENV_NAME, args.max_steps, **env_knobs(config.env)) for _ in range(min(args.batch, len(games)))]
 
@@ -540,17 +548,15 @@ def imitate(args: argparse.Namespace) -> None:
     """The checkpoint's greedy answer at every state of --rows (SFT rows: a demonstrator's states and actions)
     against the row's action, by its verb; printed and written to --out."""
     import pandas as pd
-    import torch
     from transformers import AutoTokenizer
 
     from molmo_agent.envs.projection import project_action
     from molmo_agent.models.checkpoint_parts import sha256, weights_sha256
-    from molmo_agent.models.molmo2 import Molmo2ForConditionalGeneration
 
     rows = pd.read_parquet(args.rows, columns=["prompt_ids", "action"])
     rows = rows.iloc[rows["prompt_ids"].map(len).argsort(kind="stable")]  # batches of similar lengths pad little
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = Molmo2ForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32).eval()
+    model = load_policy(args.model)
     answers, start = [], time.perf_counter()
     for first in range(0, len(rows), args.batch):
         batch = rows.iloc[first:first + args.batch]

@@ -14,6 +14,7 @@ from molmo_agent.envs.alfworld.games import (
     BadGamesError,
     Game,
     load_games,
+    split_and_name,
     task_type_of,
 )
 
@@ -144,3 +145,9 @@ def test_bad_inputs_raise_value_error(tmp_path):
         load_games(str(tmp_path), split="test")
     with pytest.raises(ValueError, match="task types"):
         load_games(str(tmp_path), task_types=("pick_and_eat",))
+
+
+def test_a_game_files_split_and_name_come_from_its_path_under_any_root():
+    game = load_games(str(FIXTURES), "valid_seen")[0]
+    assert split_and_name(game.path) == ("valid_seen", game.name)
+    assert split_and_name("/elsewhere/json_2.1.1/train/" + game.name + "/game.tw-pddl") == ("train", game.name)

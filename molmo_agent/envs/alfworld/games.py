@@ -46,6 +46,14 @@ class Game:
     name: str  # "<task directory>/<trial directory>", unique within a split
 
 
+def split_and_name(game_file: str) -> tuple[str, str]:
+    """(split, `Game.name`) of a game file from its path, <split>/<task directory>/<trial directory>/game.tw-pddl:
+    the same game under any root."""
+    trial = os.path.dirname(game_file)
+    task = os.path.dirname(trial)
+    return os.path.basename(os.path.dirname(task)), f"{os.path.basename(task)}/{os.path.basename(trial)}"
+
+
 def task_type_of(task_dir: str) -> str:
     """"pick_two_obj_and_place-Pencil-None-GarbageCan-320" -> "pick_two_obj_and_place"."""
     task_type = task_dir.split("-", 1)[0]

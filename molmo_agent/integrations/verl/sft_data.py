@@ -47,7 +47,7 @@ from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
 
 from molmo_agent.envs.alfworld.expert import expert_actions, expert_labels
-from molmo_agent.envs.alfworld.games import SPLITS, Game, load_games, read_walkthrough
+from molmo_agent.envs.alfworld.games import SPLITS, Game, load_games, read_walkthrough, split_and_name
 from molmo_agent.envs.base import observation_text
 from molmo_agent.envs.demonstrations import DemonstrationStep, demonstration_steps, relabeled_steps
 from molmo_agent.envs.registry import get_env, make_env
@@ -179,8 +179,7 @@ def policy_episodes(paths: list[str], games: list[Game]) -> list[tuple[Game, lis
     episodes = []
     for path in paths:
         for record in read_episodes(pathlib.Path(path)):
-            game_file = pathlib.Path(record["game"])
-            key = (game_file.parents[2].name, f"{game_file.parents[1].name}/{game_file.parent.name}")
+            key = split_and_name(record["game"])
             if key[0] != "train" or key not in by_key:
                 raise ValueError(f"--relabel {path}: the episode of {record['game']} is not of a training game "
                                  "of --games (relabeled states train the policy)")
