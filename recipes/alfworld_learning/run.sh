@@ -43,9 +43,10 @@
 #   SFT_RELABEL []  files of a policy's episodes on training games (space-separated; JSON lines as
 #                   `bench/policy_failures.py play` writes them): their states, answered with the hand-coded
 #                   expert's action there, are added to the SFT train rows (DAgger: sft_data --relabel)
-#   SFT_EPOCHS [20] SFT_LR [5e-4]: the most epochs (the best by validation loss is kept), the SFT learning rate
-#                   (at 6 the validation loss still fell at the last epoch in all five SFT runs, and the policy
-#                   took the right object in 7 of 50 valid_unseen states: ~33 s an epoch on an H200)
+#   SFT_EPOCHS [10] SFT_LR [5e-4]: the most epochs (the best by validation loss is kept), the SFT learning rate
+#                   (on the mended expert's rows, with and without DAgger rows, the validation loss bottomed at
+#                   epoch 7 of 8: tests/gpu/results/learn_sft_mended_dagger_h200_2026-12-02.txt; ~40 s an epoch
+#                   of 10847 rows on an H200)
 #   SEEDS ["0 1"] ITERATIONS [60] TEST_FREQ [10]
 #   SAVE_FREQ [TEST_FREQ]  iterations between a run's checkpoints (1 where a time limit ends the run: nothing
 #                   after the last checkpoint survives it)
@@ -92,7 +93,7 @@ LR=${LR:-2e-5}
 PENALTY=${PENALTY:-0}
 REQUIRE_ADMISSIBLE=${REQUIRE_ADMISSIBLE:-False}
 TEMPERATURE=${TEMPERATURE:-0.4}
-SFT_EPOCHS=${SFT_EPOCHS:-20}
+SFT_EPOCHS=${SFT_EPOCHS:-10}
 SFT_LR=${SFT_LR:-5e-4}
 SFT_SOURCE=${SFT_SOURCE:-expert}
 SFT_RELABEL=${SFT_RELABEL:-}
