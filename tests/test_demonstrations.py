@@ -4,8 +4,9 @@ import json
 import pytest
 
 from molmo_agent.envs.alfworld.games import load_games, read_walkthrough
-from molmo_agent.envs.base import INFO_ADMISSIBLE, INFO_TASK
-from molmo_agent.envs.demonstrations import demonstration_response, demonstration_steps, relabeled_steps
+from molmo_agent.envs.base import INFO_ADMISSIBLE, INFO_TASK, observation_text
+from molmo_agent.envs.demonstrations import (demonstration_response, demonstration_steps, relabeled_steps,
+                                           things_in_sight)
 from molmo_agent.envs.projection import project_action
 from molmo_agent.envs.registry import make_env
 
@@ -24,6 +25,37 @@ def test_response_restates_the_task_and_names_the_action():
     assert response == ("<think>My task is to put a clean cloth in cabinet. I will go to toilet 1.</think>"
                         "<action>go to toilet 1</action>")
     assert project_action(response, ["go to toilet 1"], require_admissible=True).action == "go to toilet 1"
+
+
+def test_a_sighting_names_what_the_task_names_in_view_and_reads_back_as_the_action():
+    observation = "You arrive at sidetable 1. On the sidetable 1, you see a keychain 1, a laptop 3, and a watch 1."
+    assert things_in_sight("put a watch in diningtable.", observation) == ["watch 1"]
+    assert things_in_sight("put a watch in sidetable.", observation) == ["sidetable 1", "watch 1"]  # once each
+    response = demonstration_response("put a watch in diningtable.", "take watch 1 from sidetable 1", observation,
+                                      thought="sighting")
+    assert response == ("<think>My task is to put a watch in diningtable. I see watch 1. I will take watch 1 from "
+                        "sidetable 1.</think><action>take watch 1 from sidetable 1</action>")
+    assert project_action(response).action == "take watch 1 from sidetable 1"
+    nothing = demonstration_response("put a pen in drawer.", "go to shelf 1", observation, thought="sighting")
+    assert "I see nothing my task names. I will go to shelf 1." in nothing
+    with pytest.raises(ValueError, match="unknown thought 'chatty'"):
+        demonstration_response("put a pen in drawer.", "go to shelf 1", observation, thought="chatty")
+
+
+def test_sighting_steps_say_what_each_steps_observation_shows():
+    actions = walkthrough(GAME)
+    env = make_env("alfworld", 50)
+    steps = list(demonstration_steps("alfworld", env, 50, {"game": GAME}, actions, source="test walkthrough",
+                                     thought="sighting"))
+    assert [step.action for step in steps] == list(actions)
+    for step in steps:
+        task = step.info[INFO_TASK]
+        assert step.response == demonstration_response(task, step.action, observation_text(step.observation),
+                                                      thought="sighting")
+    # the step that takes the target sees it: its kind is named in the task and the observation shows it
+    take = next(step for step in steps if step.action.startswith("take"))
+    taken = take.action.split(" from ")[0].removeprefix("take ")
+    assert f"I see {taken}" in take.response or f", {taken}" in take.response
 
 
 def test_walkthrough_steps_carry_the_loops_state_and_win():

@@ -170,10 +170,13 @@ def test_sft_rows_end_where_the_rl_runs_end_episodes(tmp_path):
     assert {"env.max_steps=17", "env.history_length=3", "data.max_prompt_length=900",
             "data.max_response_length=100"} <= set(args)
     assert "--relabel" not in args
+    assert args[args.index("--thought") + 1] == "plain"  # the measured thought, unless SFT_THOUGHT says otherwise
     # SFT_RELABEL: each file of a policy's episodes is relabeled into the train rows (DAgger)
     (work / "sft_data_args").unlink()
     env["SFT_RELABEL"] = "/runs/a.jsonl.gz /runs/b.jsonl"
+    env["SFT_THOUGHT"] = "sighting"
     done = subprocess.run(["bash", str(RECIPE), "sft-data"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     args = (work / "sft_data_args").read_text().split()
     assert [args[i + 1] for i, arg in enumerate(args) if arg == "--relabel"] == ["/runs/a.jsonl.gz", "/runs/b.jsonl"]
+    assert args[args.index("--thought") + 1] == "sighting"

@@ -86,6 +86,25 @@ def test_rows_are_the_prompts_the_agent_loop_sends(molmo2_dir, history_length, p
         assert max(lengths) == prompt_length  # the limit was reached: the truncation path is covered
 
 
+def test_sighting_rows_keep_the_loops_prompts_and_answers_that_win(molmo2_dir):
+    """`--thought sighting` changes the answers only: the loop, answered with them, sends the same prompts as for
+    plain rows, reads every answer as its action and wins; each answer says what of the task is in view."""
+    config = config_of(molmo2_dir, *SETTINGS[0][:2])
+    model_config = omega_conf_to_dataclass(config.actor_rollout_ref.model)
+    game = load_games(str(GAMES_ROOT), "train")[0]
+    plain, sighting = StepRows(config)(game), StepRows(config, thought="sighting")(game)
+    assert [row["prompt_ids"] for row in sighting] == [row["prompt_ids"] for row in plain]
+    outputs, server = play_loop(config, model_config, sighting[0]["game"], [row["response_ids"] for row in sighting])
+    assert server.prompts == [row["prompt_ids"] for row in sighting]
+    assert all(output.extra_fields[steps.IS_ACTION_VALID] for output in outputs)
+    assert outputs[-1].extra_fields[steps.WON]
+    answers = [model_config.tokenizer.decode(row["response_ids"]) for row in sighting]
+    assert all(" I see " in answer for answer in answers)
+    assert [row["response_ids"] for row in sighting] != [row["response_ids"] for row in plain]
+    with pytest.raises(ValueError, match="unknown thought"):
+        StepRows(config, thought="chatty")
+
+
 @pytest.mark.slow
 def test_expert_rows_search_as_a_player_and_are_the_loops_prompts(molmo2_dir):
     """alfworld's hand-coded expert as the source: its rows, answered back to the agent loop, are the prompts the

@@ -20,6 +20,8 @@
 #   SOURCE        [expert] the demonstrations the rows are written from (sft_data --source): `expert` (alfworld's
 #                 hand-coded expert, which searches receptacles as a player must), `walkthrough` (the planner's
 #                 stored commands) or `mixed` (the expert's where it wins within the step limit, else the walkthrough)
+#   THOUGHT       [plain] the answers' thought (sft_data --thought): `plain` (the task, then the action) or
+#                 `sighting` (also which things the task names the step's observation shows)
 #   HISTORY [2], MAX_PROMPT [2048], MAX_RESPONSE [512]: the RL run's env.history_length, data.max_prompt_length
 #                 and data.max_response_length; the rows are built with them, so SFT trains on the RL prompts
 #   N_GPUS [1], EPOCHS [10], BATCH [64] (sequences per step, all GPUs), LR [5e-4]
@@ -71,7 +73,7 @@ if [ ! -f "$SFT_DIR/train.parquet" ] || [ ! -f "$SFT_DIR/valid_seen.parquet" ]; 
     exit 1
   fi
   "$PYTHON" -m molmo_agent.integrations.verl.sft_data --games "$GAMES" --model "$MODEL_PATH" --out "$SFT_DIR" \
-    --source "${SOURCE:-expert}" \
+    --source "${SOURCE:-expert}" --thought "${THOUGHT:-plain}" \
     env.history_length="$HISTORY" data.max_prompt_length="$MAX_PROMPT" data.max_response_length="$MAX_RESPONSE" >&2
 fi
 

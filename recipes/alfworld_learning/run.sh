@@ -43,6 +43,11 @@
 #   SFT_RELABEL []  files of a policy's episodes on training games (space-separated; JSON lines as
 #                   `bench/policy_failures.py play` writes them): their states, answered with the hand-coded
 #                   expert's action there, are added to the SFT train rows (DAgger: sft_data --relabel)
+#   SFT_THOUGHT [plain]  the answers' thought (sft_data --thought): `plain` (the task, then the action) or
+#                   `sighting` (also which things the task names the step's observation shows: where the expert
+#                   took the object in view, the mended expert's SFT policy did so in 31 of 60 of its own training
+#                   states and went on searching, bench/results/sft_imitation_mended_train600_cpu_2026-12-02.json;
+#                   not yet trained on)
 #   SFT_EPOCHS [10] SFT_LR [5e-4]: the most epochs (the best by validation loss is kept), the SFT learning rate
 #                   (on the mended expert's rows, with and without DAgger rows, the validation loss bottomed at
 #                   epoch 7 of 8: tests/gpu/results/learn_sft_mended_dagger_h200_2026-12-02.txt; ~40 s an epoch
@@ -97,6 +102,7 @@ SFT_EPOCHS=${SFT_EPOCHS:-10}
 SFT_LR=${SFT_LR:-5e-4}
 SFT_SOURCE=${SFT_SOURCE:-expert}
 SFT_RELABEL=${SFT_RELABEL:-}
+SFT_THOUGHT=${SFT_THOUGHT:-plain}
 PYTHON=${PYTHON:-python3}
 export DATA_DIR=$WORK/data PYTHON N_GPUS=${N_GPUS:-1} TRAIN_BATCH=${TRAIN_BATCH:-16} GROUP_SIZE=${GROUP_SIZE:-8} \
   MAX_STEPS=${MAX_STEPS:-30} HISTORY=${HISTORY:-2} MAX_PROMPT=${MAX_PROMPT:-1024} MAX_RESPONSE=${MAX_RESPONSE:-128}
@@ -132,7 +138,7 @@ stage_sft_data() {
   local relabel=() episodes
   for episodes in $SFT_RELABEL; do relabel+=(--relabel "$episodes"); done
   "$PYTHON" -m molmo_agent.integrations.verl.sft_data --games "$GAMES" --model "$(base_model)" --out "$SFT_DIR" \
-    --source "$SFT_SOURCE" ${relabel[@]+"${relabel[@]}"} \
+    --source "$SFT_SOURCE" --thought "$SFT_THOUGHT" ${relabel[@]+"${relabel[@]}"} \
     env.max_steps="$MAX_STEPS" env.history_length="$HISTORY" data.max_prompt_length="$MAX_PROMPT" \
     data.max_response_length="$MAX_RESPONSE"
 }

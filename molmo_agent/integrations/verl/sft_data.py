@@ -1,7 +1,8 @@
 """ALFWorld demonstrations -> SFT rows: one parquet row per agent step, with the agent loop's prompt token ids.
 
     python -m molmo_agent.integrations.verl.sft_data --games ROOT --model DIR --out DIR [--split train ...]
-        [--source walkthrough|expert|mixed] [--relabel EPISODES ...] [--workers N] [OVERRIDES ...]
+        [--source walkthrough|expert|mixed] [--thought plain|sighting] [--relabel EPISODES ...] [--workers N]
+        [OVERRIDES ...]
 
 Each game's demonstration is played in the environment (`envs.demonstrations`): `walkthrough` (default), the
 planner's winning commands stored in the game file, which go straight to objects the player has not seen yet;
@@ -19,7 +20,9 @@ Every step becomes one row:
                   verl's agent-loop worker makes it (the checkpoint's processor, so Molmo2's chat template and BOS),
                   oldest history dropped first to fit `data.max_prompt_length` (`agent_loop.step_prompt_ids`)
     response_ids  `<think>My task is to {task}. I will {action}.</think><action>{action}</action>` tokenized, then
-                  EOS: what the model should answer (`envs.demonstrations.THOUGHT_TEMPLATE`)
+                  EOS: what the model should answer (`envs.demonstrations.THOUGHT_TEMPLATE`); with `--thought
+                  sighting` the thought also says which things the task names the observation shows
+                  ("... I see watch 1. I will take watch 1 from sidetable 1.")
     game, split, task_type, step, action, source
 
 OUT/<split>.parquet is written for each split asked for (default: train, valid_seen and valid_unseen: the
@@ -49,7 +52,7 @@ from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token
 from molmo_agent.envs.alfworld.expert import expert_actions, expert_labels
 from molmo_agent.envs.alfworld.games import SPLITS, Game, load_games, read_walkthrough, split_and_name
 from molmo_agent.envs.base import observation_text
-from molmo_agent.envs.demonstrations import DemonstrationStep, demonstration_steps, relabeled_steps
+from molmo_agent.envs.demonstrations import THOUGHTS, DemonstrationStep, demonstration_steps, relabeled_steps
 from molmo_agent.envs.registry import get_env, make_env
 from molmo_agent.integrations.verl.agent_loop import env_knobs, step_prompt_ids
 from molmo_agent.integrations.verl.validation_dump import read_episodes
@@ -74,13 +77,15 @@ RELABELED = "relabeled"  # the source of a row from a policy's episode answered 
 
 
 class StepRows:
-    """Builds the rows of one game under `config` from `source`'s demonstration, with the tokenizer and token
-    builder the agent loop gets."""
+    """Builds the rows of one game under `config` from `source`'s demonstration, its answers in `thought`'s
+    words, with the tokenizer and token builder the agent loop gets."""
 
-    def __init__(self, config: DictConfig, source: str = "walkthrough"):
+    def __init__(self, config: DictConfig, source: str = "walkthrough", thought: str = "plain"):
         if source not in SOURCES:
             raise ValueError(f"unknown demonstration source {source!r}: accepted are {list(SOURCES)}")
-        self.config, self.source = config, source
+        if thought not in THOUGHTS:
+            raise ValueError(f"unknown thought {thought!r}: accepted are {list(THOUGHTS)}")
+        self.config, self.source, self.thought = config, source, thought
         # As verl's AgentLoopWorker builds them: the model config's tokenizer and processor, the builder of the
         # checkpoint's model type with the data config's chat-template and processor arguments.
         model_config = omega_conf_to_dataclass(config.actor_rollout_ref.model)
@@ -116,7 +121,8 @@ class StepRows:
             return []
         source, actions = demonstration
         steps = demonstration_steps(ENV_NAME, self.env, self.config.env.max_steps,
-                                    {"game": os.path.abspath(game.path)}, actions, source=f"the {source} of {game.path}")
+                                    {"game": os.path.abspath(game.path)}, actions,
+                                    source=f"the {source} of {game.path}", thought=self.thought)
         return [self.row(game, step, source) for step in steps]
 
     def relabeled(self, game: Game, played: list[str]) -> list[dict[str, Any]]:
@@ -124,7 +130,7 @@ class StepRows:
         answered with the hand-coded expert's action there (none past a state the expert fails in)."""
         labels = expert_labels(os.path.abspath(game.path), played)
         steps = relabeled_steps(ENV_NAME, self.env, self.config.env.max_steps, {"game": os.path.abspath(game.path)},
-                                played, labels, source=f"a policy's episode of {game.path}")
+                                played, labels, source=f"a policy's episode of {game.path}", thought=self.thought)
         return [self.row(game, step, RELABELED) for step in steps]
 
     def row(self, game: Game, step: DemonstrationStep, source: str) -> dict[str, Any]:
@@ -140,9 +146,9 @@ class StepRows:
 _process_rows: StepRows | None = None  # one per worker process: its tokenizer loads once
 
 
-def _start_worker(config: DictConfig, source: str) -> None:
+def _start_worker(config: DictConfig, source: str, thought: str) -> None:
     global _process_rows
-    _process_rows = StepRows(config, source)
+    _process_rows = StepRows(config, source, thought)
 
 
 def _rows_in_worker(job: tuple[Game, list[str] | None]) -> list[dict[str, Any]]:
@@ -156,17 +162,17 @@ def _rows_of(rows: StepRows, job: tuple[Game, list[str] | None]) -> list[dict[st
 
 
 def step_rows(games: list[Game], config: DictConfig, workers: int, source: str = "walkthrough",
-              episodes: Sequence[tuple[Game, list[str]]] = ()) -> list[dict[str, Any]]:
+              episodes: Sequence[tuple[Game, list[str]]] = (), thought: str = "plain") -> list[dict[str, Any]]:
     """Every step row of `games` from `source`'s demonstrations, then the relabeled rows of each policy episode
-    (game, actions sent), in their order, built on `workers` processes (1: in this one), with a progress bar on
-    stderr."""
+    (game, actions sent), in their order, answered in `thought`'s words, built on `workers` processes (1: in this
+    one), with a progress bar on stderr."""
     jobs = [(game, None) for game in games] + list(episodes)
     progress = functools.partial(tqdm, total=len(jobs), desc=f"{source} demonstrations"
                                  + (f" and {len(episodes)} relabeled episodes" if episodes else ""), unit="game")
     if workers == 1:
-        rows_of = functools.partial(_rows_of, StepRows(config, source))
+        rows_of = functools.partial(_rows_of, StepRows(config, source, thought))
         return [row for rows in progress(map(rows_of, jobs)) for row in rows]
-    with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(config, source)) as pool:
+    with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(config, source, thought)) as pool:
         return [row for rows in progress(pool.map(_rows_in_worker, jobs)) for row in rows]
 
 
@@ -216,6 +222,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", choices=SOURCES, default="walkthrough",
                         help="the demonstrations: the planner's walkthroughs, alfworld's hand-coded expert, or the "
                              "expert's where it wins within env.max_steps and the walkthroughs elsewhere")
+    parser.add_argument("--thought", choices=THOUGHTS, default="plain",
+                        help="the answers' thought: the task and the action, or (sighting) also which things the "
+                             "task names the observation shows")
     parser.add_argument("--relabel", action="append", default=[], metavar="EPISODES",
                         help="a policy's episodes of training games (JSON lines, *.gz too) whose states are answered "
                              "by the hand-coded expert and added to train (repeatable)")
@@ -240,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--relabel adds rows to train: write the train split too")
     try:
         episodes = policy_episodes(args.relabel, games)
-        rows = step_rows(games, config, min(args.workers, len(games)), args.source, episodes)
+        rows = step_rows(games, config, min(args.workers, len(games)), args.source, episodes, args.thought)
     except ValueError as error:  # a demonstration or an episode that does not replay, an episode of no training game
         raise SystemExit(str(error)) from None
     os.makedirs(args.out, exist_ok=True)
