@@ -205,6 +205,7 @@ def test_command_writes_one_row_per_step_per_split(molmo2_dir, tmp_path, capsys)
 @pytest.mark.parametrize("argv, message", [
     (["--split", "valid_unseen", "env.env_name=sokoban"], "env.env_name='sokoban'"),
     (["--split", "valid_unseen", "env.max_steps=2"], "was cut at env.max_steps=2"),
+    (["--split", "valid_unseen", "data.max_response_length=16"], "tokens, over data.max_response_length=16"),
 ])
 def test_command_refuses_what_would_make_wrong_rows(molmo2_dir, tmp_path, argv, message):
     with pytest.raises(SystemExit, match=message):

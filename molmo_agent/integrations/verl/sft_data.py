@@ -29,7 +29,8 @@ OUT/<split>.parquet is written for each split asked for (default: train, valid_s
 validation rows give SFT its validation loss). OVERRIDES are Hydra overrides of the RL config
 (molmo_agent/config/alfworld_gigpo.yaml) such as `env.history_length=2 data.max_prompt_length=2048`: give the RL
 run's values, so the rows show exactly the prompts its policy will see. A demonstration that does not win, or
-that `env.max_steps` cuts short, stops the command naming its game. The last line per split counts games, rows and
+that `env.max_steps` cuts short, or an answer longer than `data.max_response_length`, stops the command naming its
+game. The last line per split counts games, rows and
 prompt lengths.
 """
 import argparse
@@ -134,13 +135,20 @@ class StepRows:
         return [self.row(game, step, RELABELED) for step in steps]
 
     def row(self, game: Game, step: DemonstrationStep, source: str) -> dict[str, Any]:
-        """`step`'s row: the prompt the agent loop sends in its state, and its answer."""
+        """`step`'s row: the prompt the agent loop sends in its state, and its answer. A ValueError names the game
+        when the answer is longer than the RL run lets the policy write (`data.max_response_length`): cut there,
+        it would not read as its action."""
         prompt_ids, _ = step_prompt_ids(self.spec, self.build_tokens, observation_text(step.observation), None,
                                         step.info, step.history, self.config.env.history_length,
                                         self.config.actor_rollout_ref.rollout.prompt_length)
+        response_ids = self.response_ids(step.response)
+        limit = self.config.actor_rollout_ref.rollout.response_length
+        if len(response_ids) > limit:
+            raise ValueError(f"{game.path}: step {step.step}'s answer is {len(response_ids)} tokens, over "
+                             f"data.max_response_length={limit}: {step.response!r}")
         return {"game": os.path.abspath(game.path), "split": game.split, "task_type": game.task_type,
                 "step": step.step, "action": step.action, "source": source, "prompt_ids": prompt_ids,
-                "response_ids": self.response_ids(step.response)}
+                "response_ids": response_ids}
 
 
 _process_rows: StepRows | None = None  # one per worker process: its tokenizer loads once
