@@ -43,9 +43,11 @@ def sft_config(*overrides: str):
 
 @pytest.fixture(scope="module")
 def sft_rows(molmo2_dir, tmp_path_factory) -> pathlib.Path:
-    """sft_data's rows of the fixture train and valid_seen games for the tiny Molmo2 (RL defaults)."""
+    """sft_data's rows of the fixture train and valid_seen games for the tiny Molmo2 (RL defaults, with room for
+    the answers: sft_data refuses one the RL run would cut)."""
     out = tmp_path_factory.mktemp("sft_rows")
-    rows_of = StepRows(compose_config(molmo2_dir, "env.max_steps=50", "data.max_prompt_length=2048"))
+    rows_of = StepRows(compose_config(molmo2_dir, "env.max_steps=50", "data.max_prompt_length=2048",
+                                      "data.max_response_length=64"))
     for split in ("train", "valid_seen"):
         write_parquet([row for game in load_games(str(GAMES_ROOT), split) for row in rows_of(game)],
                       str(out / f"{split}.parquet"))
