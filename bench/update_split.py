@@ -76,10 +76,11 @@ def main(argv: list[str] | None = None) -> None:
         if not rows:
             sys.exit(f"{path}: no iteration logged timing_s/update_actor, perf/mfu/actor, perf/total_num_tokens "
                      "and env/steps")
-        result["runs"][path.name] = {"median": summary(rows), "iterations": rows}
+        medians = summary(rows)
+        result["runs"][path.name] = {"median": medians, "iterations": rows}
         print(f"{path.name}: " + "  ".join(f"it {r['iteration']}: {r['update_s']:.1f} = {r['engine_s']:.1f} engine"
                                            f" + {r['outside_s']:.1f}" for r in rows))
-        print(f"  median: {json.dumps({k: round(v, 3) for k, v in summary(rows).items()})}")
+        print(f"  median: {json.dumps({k: round(v, 3) for k, v in medians.items()})}")
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
 

@@ -64,11 +64,16 @@ def things_in_sight(task: str, observation: str) -> list[str]:
     return things
 
 
+def check_thought(thought: str) -> None:
+    """A ValueError naming `thought` and the accepted ones unless it is one of THOUGHTS."""
+    if thought not in THOUGHTS:
+        raise ValueError(f"unknown thought {thought!r}: accepted are {list(THOUGHTS)}")
+
+
 def demonstration_response(task: str, action: str, observation: str = "", thought: str = "plain") -> str:
     """The answer a demonstrator gives: `THOUGHT_TEMPLATE` (the task without its final period; with `sighting`,
     what of it `observation` shows; then the action) inside <think>, the action inside <action>."""
-    if thought not in THOUGHTS:
-        raise ValueError(f"unknown thought {thought!r}: accepted are {list(THOUGHTS)}")
+    check_thought(thought)
     sighting = ""
     if thought == "sighting":
         things = things_in_sight(task, observation)

@@ -53,7 +53,8 @@ from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token
 from molmo_agent.envs.alfworld.expert import expert_actions, expert_labels
 from molmo_agent.envs.alfworld.games import SPLITS, Game, load_games, read_walkthrough, split_and_name
 from molmo_agent.envs.base import observation_text
-from molmo_agent.envs.demonstrations import THOUGHTS, DemonstrationStep, demonstration_steps, relabeled_steps
+from molmo_agent.envs.demonstrations import (THOUGHTS, DemonstrationStep, check_thought, demonstration_steps,
+                                             relabeled_steps)
 from molmo_agent.envs.registry import get_env, make_env
 from molmo_agent.integrations.verl.agent_loop import env_knobs, step_prompt_ids
 from molmo_agent.integrations.verl.validation_dump import read_episodes
@@ -84,8 +85,7 @@ class StepRows:
     def __init__(self, config: DictConfig, source: str = "walkthrough", thought: str = "plain"):
         if source not in SOURCES:
             raise ValueError(f"unknown demonstration source {source!r}: accepted are {list(SOURCES)}")
-        if thought not in THOUGHTS:
-            raise ValueError(f"unknown thought {thought!r}: accepted are {list(THOUGHTS)}")
+        check_thought(thought)  # before any game is played
         self.config, self.source, self.thought = config, source, thought
         # As verl's AgentLoopWorker builds them: the model config's tokenizer and processor, the builder of the
         # checkpoint's model type with the data config's chat-template and processor arguments.
