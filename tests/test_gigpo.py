@@ -73,6 +73,24 @@ def test_hand_computed_mean_std_norm(gigpo):
 
 
 @IMPLEMENTATIONS
+def test_cross_step_statistics_weigh_each_trajectory_by_its_steps(gigpo):
+    # g1's step samples hold a's return 10 three times and b's -1 twice: mean 5.6, not the trajectories' 4.5, so a
+    # gets +4.4 and b -6.6 on each step, which sum to zero over g1's five samples. g2's lone trajectory keeps
+    # mean 0; step advantages do not change.
+    result = gigpo(**HAND_CASE, **HAND_KNOBS, mode="mean_norm", compute_mean_std_cross_steps=True)
+    episode = [4.4, 1.0, -6.6, 4.4, 1.0, 4.4, -6.6]
+    np.testing.assert_allclose(result.episode_advantages, episode, rtol=1e-6)
+    np.testing.assert_allclose(result.step_advantages, HAND_MEAN_NORM["step_advantages"], rtol=1e-6)
+    g1 = [i for i, group in enumerate(HAND_CASE["group_ids"]) if group == "g1"]
+    assert result.episode_advantages[g1].sum() == pytest.approx(0.0, abs=1e-5)
+    # mean_std_norm: the unbiased std of g1's five samples is sqrt((3·4.4² + 2·6.6²) / 4) ≈ 6.02
+    std = math.sqrt((3 * 4.4 ** 2 + 2 * 6.6 ** 2) / 4)
+    result = gigpo(**HAND_CASE, **HAND_KNOBS, mode="mean_std_norm", compute_mean_std_cross_steps=True)
+    np.testing.assert_allclose(result.episode_advantages,
+                               [4.4 / std, 1.0, -6.6 / std, 4.4 / std, 1.0, 4.4 / std, -6.6 / std], rtol=1e-5)
+
+
+@IMPLEMENTATIONS
 def test_a_penalty_under_std_normalization_rewards_the_failures_of_a_group_without_a_win(gigpo):
     # Four failed episodes of three steps; the first made one invalid action. The std of the group's returns is
     # the penalty's alone, so normalizing by it gives the three other failures +0.5 at every step and the first
@@ -161,7 +179,8 @@ def batches(draw):
                 columns["valid"].append(draw(st.booleans()))
     knobs = dict(gamma=draw(st.sampled_from([0.0, 0.5, 0.95, 1.0])), step_advantage_w=draw(st.floats(0.0, 3.0)),
                  mode=draw(st.sampled_from(["mean_norm", "mean_std_norm"])),
-                 invalid_penalty=draw(st.sampled_from([0.0, 0.1, 1.0])))
+                 invalid_penalty=draw(st.sampled_from([0.0, 0.1, 1.0])),
+                 compute_mean_std_cross_steps=draw(st.booleans()))
     return dict(columns), knobs
 
 
@@ -213,6 +232,20 @@ def test_step_advantages_have_zero_mean_in_every_anchor_group(batch):
         members[key].append(i)
     for samples in members.values():
         assert np.mean(result.step_advantages[samples]) == pytest.approx(0.0, abs=1e-4)
+
+
+@PROPERTY_SETTINGS
+@given(batches())
+def test_cross_step_episode_advantages_sum_to_zero_over_each_groups_steps(batch):
+    columns, knobs = batch
+    result = compute_gigpo_advantages(**columns, **{**knobs, "compute_mean_std_cross_steps": True})
+    samples, trajectories = defaultdict(list), defaultdict(set)
+    for i, (group, traj) in enumerate(zip(columns["group_ids"], columns["traj_ids"])):
+        samples[group].append(i)
+        trajectories[group].add(traj)
+    for group, members in samples.items():
+        if len(trajectories[group]) > 1:  # a lone trajectory keeps mean 0: its A_E is its return (over std 1)
+            assert result.episode_advantages[members].sum() == pytest.approx(0.0, abs=1e-3)
 
 
 def test_empty_batch_gives_empty_outputs():

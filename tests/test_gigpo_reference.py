@@ -15,7 +15,8 @@ from molmo_agent.algorithms.gigpo import EPSILON, GiGPOResult
 
 
 def gigpo_reference(group_ids, traj_ids, step_ids, anchors, env_rewards, valid, *, gamma, step_advantage_w, mode,
-                    invalid_penalty=0.0, similarity_threshold=None) -> GiGPOResult:
+                    invalid_penalty=0.0, similarity_threshold=None,
+                    compute_mean_std_cross_steps=False) -> GiGPOResult:
     """Same contract as molmo_agent.algorithms.gigpo.compute_gigpo_advantages (valid inputs only)."""
     n = len(group_ids)
     reward = [float(env_rewards[i]) - invalid_penalty * (1.0 - float(valid[i])) for i in range(n)]
@@ -44,10 +45,13 @@ def gigpo_reference(group_ids, traj_ids, step_ids, anchors, env_rewards, valid, 
     def normalize(x, mean, std):
         return x - mean if mode == "mean_norm" else (x - mean) / (std + EPSILON)
 
-    returns_of_group = defaultdict(list)
-    for (group, _), ret in episode_return.items():
-        returns_of_group[group].append(ret)
-    group_stats = {group: stats(returns, 0.0) for group, returns in returns_of_group.items()}
+    returns_of_group = defaultdict(list)  # per trajectory, or per step sample with compute_mean_std_cross_steps
+    trajectories_of_group = defaultdict(int)
+    for (group, traj), ret in episode_return.items():
+        trajectories_of_group[group] += 1
+        returns_of_group[group] += [ret] * (len(steps_of_traj[(group, traj)]) if compute_mean_std_cross_steps else 1)
+    group_stats = {group: stats(returns, 0.0) if trajectories_of_group[group] > 1 else (0.0, 1.0)
+                   for group, returns in returns_of_group.items()}
     episode_adv = [normalize(episode_return[(group_ids[i], traj_ids[i])], *group_stats[group_ids[i]])
                    for i in range(n)]
 

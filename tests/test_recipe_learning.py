@@ -41,7 +41,7 @@ def dry_run(work: pathlib.Path, stage: str, **variables: str) -> subprocess.Comp
 def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, tmp_path, gpus):
     work = dry_work(tmp_path, model_dir, data_dir)
     dry_run(work, "rl", SEEDS="3", LR="3e-5", PENALTY="0.2", TEST_FREQ="4", ITERATIONS="12", TEMPERATURE="0.5",
-            N_GPUS=str(gpus), REQUIRE_ADMISSIBLE=str(gpus == 2))
+            N_GPUS=str(gpus), REQUIRE_ADMISSIBLE=str(gpus == 2), CROSS_STEPS=str(gpus == 1))
     configs = {name: OmegaConf.load(work / "runs" / f"{name}_seed3" / "config.yaml")
                for name in ("gigpo", "grpo")}
     for name, config in configs.items():
@@ -52,6 +52,7 @@ def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, t
         assert config.actor_rollout_ref.actor.optim.lr == 3e-5
         assert config.algorithm.gigpo.invalid_action_penalty_coef == 0.2
         assert config.env.require_admissible is (gpus == 2)  # the recipe's default False, or as asked
+        assert config.algorithm.compute_mean_std_cross_steps is (gpus == 1)
         assert config.trainer.val_before_train is True and config.trainer.test_freq == 4
         assert config.trainer.total_training_steps == 12
         assert config.trainer.validation_data_dir == str(work / "runs" / f"{name}_seed3" / "validation")

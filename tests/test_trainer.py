@@ -69,10 +69,11 @@ def stored_rows(response_lengths: list[int]) -> list[dict]:
             for (uid, fields), length in zip(STEPS, response_lengths, strict=True)]
 
 
-def make_trainer(adv_estimator: str) -> AgentTrainer:
+def make_trainer(adv_estimator: str, cross_steps: bool = False) -> AgentTrainer:
     agent_trainer = AgentTrainer.__new__(AgentTrainer)  # the advantage stage needs only the config
     agent_trainer.config = OmegaConf.create({"algorithm": {
         "adv_estimator": adv_estimator, "gamma": 1.0, "use_kl_in_reward": False,
+        "compute_mean_std_cross_steps": cross_steps,
         "gigpo": {"step_advantage_w": 1.0, "mode": "mean_norm", "invalid_action_penalty_coef": 0.5,
                   "enable_similarity": False, "similarity_thresh": 0.95}},
         # B×G sessions were asked for: one game, a group of 2 (STEPS)
@@ -141,6 +142,38 @@ def test_other_estimators_run_verls_stage(monkeypatch, dense_width):
     assert metrics["env/success_rate/pick_and_place_simple"] == 0.5
     assert metrics["advantage/negative_abs_share"] == pytest.approx(3 / 5)  # b's three steps, a's two
     assert metrics["advantage/abs_mean"] == pytest.approx(0.7)
+
+
+def test_grpo_over_step_samples_weighs_each_episode_by_its_steps(monkeypatch):
+    # The agent loop puts the episode's return on the last response token of each of its step samples: a won
+    # (1.0, two steps), b lost (0.0, three). Over the five step samples the mean is 0.4 and the unbiased std
+    # sqrt(0.3), so a's steps get 0.6 / sqrt(0.3) and b's -0.4 / sqrt(0.3): equal mass either way, where verl's
+    # stage (each session once: ±1/√2) gives b's three steps 3/5 of it.
+    lengths = [3, 2, 1, 2, 1]
+    rows = stored_rows(lengths)
+    for row in rows:
+        score = torch.zeros(len(row["response_mask"]))
+        score[-1] = 1.0 if row["extra_fields"][steps.TRAJ_UID] == "a" else 0.0
+        row["rm_scores"] = score
+    rows.append({**rows[0], "response_mask": torch.zeros(1, dtype=torch.int64), "rm_scores": torch.zeros(1)})
+    queue = FakeTransferQueue(rows)
+    queue.data["rm_scores"] = torch.nested.as_nested_tensor([row["rm_scores"] for row in rows], layout=torch.jagged)
+    queue.keys[-1] = "padding"
+    monkeypatch.setattr(trainer, "tq", queue)
+    monkeypatch.setattr(trainer.PPOTrainerSync, "_compute_advantage", lambda *_: pytest.fail("verl's stage ran"))
+    metrics = {}
+    tags = [{}] * 5 + [{"is_padding": True}]
+    make_trainer("grpo", cross_steps=True)._compute_advantage(
+        KVBatchMeta(partition_id="train", keys=queue.keys, tags=tags), metrics)
+
+    advantages = [queue.data["advantages"][i] for i in range(len(rows))]
+    assert [len(a) for a in advantages] == lengths + [1]
+    for a in advantages:  # one advantage per step, on every response token
+        assert torch.all(a == a[0])
+    std = np.sqrt(0.3)
+    assert [float(a[0]) for a in advantages] == pytest.approx([0.6 / std] * 2 + [-0.4 / std] * 3 + [0.0], rel=1e-5)
+    assert torch.equal(queue.data["returns"].values(), queue.data["advantages"].values())
+    assert metrics["advantage/negative_abs_share"] == pytest.approx(0.5)
 
 
 def test_episode_metrics_per_task_type_and_anchor_share():

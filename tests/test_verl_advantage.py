@@ -39,6 +39,17 @@ def test_advantages_land_on_each_step_samples_response_tokens():
     assert data.batch["advantages"].dtype == torch.float32
 
 
+def test_cross_step_statistics_are_read_from_the_algorithm_section():
+    config = algorithm_config(step_advantage_w=0.0)
+    config.compute_mean_std_cross_steps = True
+    cross_steps = write_gigpo_advantages(hand_batch(), config).batch["advantages"][:, 0]
+    # HAND_CASE's g1 with its step samples counted: a +4.4, b -6.6 (test_gigpo's hand case); g2's x alone: 1
+    torch.testing.assert_close(cross_steps, torch.tensor([4.4, 1.0, -6.6, 4.4, 1.0, 4.4, -6.6]))
+    config.compute_mean_std_cross_steps = False
+    torch.testing.assert_close(write_gigpo_advantages(hand_batch(), config).batch["advantages"][:, 0],
+                               torch.tensor(HAND_MEAN_NORM["episode_advantages"]))
+
+
 def test_metrics_for_the_trainer_log():
     metrics = write_gigpo_advantages(hand_batch(), algorithm_config()).meta_info["metrics"]
     assert not any("anchor" in name or "valid" in name for name in metrics)  # environment metrics, logged once

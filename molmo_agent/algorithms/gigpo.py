@@ -6,6 +6,7 @@ of a group play the same game from the same start. For step t of trajectory τ:
     r_t    = env_reward_t - c · (1 - valid_t)                 step reward (invalid-action penalty c)
     R(τ)   = Σ_t r_t                                          episode return
     A_E    = norm(R(τ)  over the trajectories of the group)   episode advantage, each trajectory counted once
+             (compute_mean_std_cross_steps: over the group's step samples, each trajectory counted once per step)
     R_t    = r_t + γ · R_{t+1}                                 discounted step return
     A_S    = norm(R_t   over the anchor group of the step)     step advantage
     A      = A_E + ω · A_S
@@ -13,6 +14,11 @@ of a group play the same game from the same start. For step t of trajectory τ:
 An anchor group is the set of steps of one group whose anchor observations are identical (or, optionally, similar
 text). `norm` is `mean_norm` (x - mean) or `mean_std_norm` ((x - mean) / (std + 1e-6), unbiased std). A group of
 one trajectory has mean 0 and std 1; an anchor group of one step has A_S = 0.
+
+Counted once, trajectories share an episode advantage that sums to zero over the group, but each passes it to every
+one of its steps: failures that run to the step limit then carry most of the group's step samples and push the
+policy down harder than the shorter wins push it up. Counted per step (verl-agent's default), the mean is the
+step-weighted one and the A_E of a group's step samples sum to zero.
 
 Everything is vectorized over samples (sorting, np.unique, bincount segment sums) so that a batch of 10^5 steps
 costs milliseconds; the only Python loops run over distinct values or over step positions.
@@ -63,6 +69,7 @@ def compute_gigpo_advantages(
     mode: Mode,
     invalid_penalty: float = 0.0,
     similarity_threshold: float | None = None,
+    compute_mean_std_cross_steps: bool = False,
 ) -> GiGPOResult:
     """GiGPO advantages of N step samples.
 
@@ -79,6 +86,8 @@ def compute_gigpo_advantages(
         invalid_penalty: c, subtracted from the reward of each invalid step (applied here and nowhere else).
         similarity_threshold: if set, text anchors of one group whose difflib ratio is >= it are linked, and
             anchor groups are the connected components (so independent of sample order); bytes stay exact.
+        compute_mean_std_cross_steps: take A_E's group mean and std over the group's step samples (a trajectory
+            weighs by its length) instead of over its trajectories.
 
     Returns:
         GiGPOResult.
@@ -111,9 +120,14 @@ def compute_gigpo_advantages(
     episode_return = np.bincount(traj_index, weights=rewards, minlength=len(traj_start))  # (T,)
 
     traj_group = group[traj_start]  # (T,)
-    count, mean, std = _segment_stats(episode_return, traj_group)
-    mean = np.where(count > 1, mean, 0.0)  # a group of one trajectory: mean 0, std 1
-    episode_adv = _normalize(episode_return, mean[traj_group], std[traj_group], mode)[traj_index]
+    trajectories = np.bincount(traj_group)  # (groups,)
+    if compute_mean_std_cross_steps:
+        _, mean, std = _segment_stats(episode_return[traj_index], group)
+    else:
+        _, mean, std = _segment_stats(episode_return, traj_group)
+    mean = np.where(trajectories > 1, mean, 0.0)  # a group of one trajectory: mean 0, std 1
+    std = np.where(trajectories > 1, std, 1.0)
+    episode_adv = _normalize(episode_return[traj_index], mean[group], std[group], mode)
 
     anchor_code = _factorize(anchors, "anchors", allowed=(str, bytes))[order]
     if similarity_threshold is not None:

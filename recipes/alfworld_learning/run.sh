@@ -70,6 +70,11 @@
 #   REQUIRE_ADMISSIBLE [False]  True: an action the game does not list counts as invalid for that penalty and the
 #                   invalid-action rate (env.require_admissible; 46 % of the SFT policy's steps are such actions:
 #                   bench/results/sft_policy_failures_cpu_2026-12-01.txt)
+#   CROSS_STEPS [False]  both estimators' episode advantages normalized over a group's step samples
+#                   (algorithm.compute_mean_std_cross_steps, verl-agent's default) instead of its episodes: counted
+#                   once, an episode passes its advantage to each of its steps, so failures that run to the step
+#                   limit carry 56-70 % of a run's advantage mass (the negative part), and the runs where it
+#                   was largest drifted most (entropy up, training success down: recipes/alfworld_learning/README.md)
 #   TEMPERATURE [0.4]  validation temperature of every run, above 0 (each game once: val_kwargs.n=1)
 #   TRAIN_BATCH [16] GROUP_SIZE [8] MAX_STEPS [30] HISTORY [2] N_GPUS [1]
 #   MAX_PROMPT [1024] MAX_RESPONSE [128]  token limits of the SFT rows and of the RL runs alike: the expert's
@@ -97,6 +102,7 @@ TEST_FREQ=${TEST_FREQ:-10}
 LR=${LR:-2e-5}
 PENALTY=${PENALTY:-0}
 REQUIRE_ADMISSIBLE=${REQUIRE_ADMISSIBLE:-False}
+CROSS_STEPS=${CROSS_STEPS:-False}
 TEMPERATURE=${TEMPERATURE:-0.4}
 SFT_EPOCHS=${SFT_EPOCHS:-10}
 SFT_LR=${SFT_LR:-5e-4}
@@ -196,6 +202,7 @@ rl_run() {  # rl_run ESTIMATOR SEED: one run from the SFT checkpoint, skipped wh
   local launch=(env MODEL_PATH="$SFT_MODEL" EXPERIMENT="learning_$1_seed$2"
     bash "$repo/examples/gigpo_trainer/run_alfworld_molmo2.sh" "${estimator[@]}"
     algorithm.gigpo.invalid_action_penalty_coef="$PENALTY" env.require_admissible="$REQUIRE_ADMISSIBLE"
+    algorithm.compute_mean_std_cross_steps="$CROSS_STEPS"
     actor_rollout_ref.actor.optim.lr="$LR"
     data.max_prompt_length="$MAX_PROMPT" data.max_response_length="$MAX_RESPONSE"
     data.seed="$2" actor_rollout_ref.rollout.seed="$2"

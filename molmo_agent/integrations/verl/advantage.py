@@ -21,6 +21,10 @@ GIGPO = "gigpo"
 # One entry per step sample in `non_tensor_batch`, as the agent loop writes them; `uid` is verl's group id.
 GIGPO_FIELDS = ("uid", TRAJ_UID, STEP_INDEX, ANCHOR_OBS, ENV_REWARD, IS_ACTION_VALID)
 
+# `algorithm.compute_mean_std_cross_steps` (verl-agent's name; its default is True, ours False): episode
+# advantages normalized over a group's step samples rather than its trajectories, for GiGPO and GRPO alike.
+CROSS_STEPS = "compute_mean_std_cross_steps"
+
 # Knobs under `algorithm.gigpo`, with verl-agent's names and defaults.
 DEFAULTS = {
     "step_advantage_w": 1.0,
@@ -39,7 +43,7 @@ def write_gigpo_advantages(data: DataProto, config: Any) -> DataProto:
             `non_tensor_batch`, each a (B,) numpy object array.
         config: the algorithm config, as verl's `compute_advantage` receives it (`config.algorithm`): `gamma` and
             the `gigpo` knobs (`step_advantage_w`, `mode`, `invalid_action_penalty_coef`, `enable_similarity`,
-            `similarity_thresh`); a DictConfig, a dict or an object with attributes.
+            `similarity_thresh`), and CROSS_STEPS; a DictConfig, a dict or an object with attributes.
 
     Returns:
         `data`, with `returns` equal to `advantages` (as verl's GRPO does: no critic learns from them) and, in
@@ -66,6 +70,7 @@ def write_gigpo_advantages(data: DataProto, config: Any) -> DataProto:
             mode=knobs["mode"],
             invalid_penalty=knobs["invalid_action_penalty_coef"],
             similarity_threshold=knobs["similarity_thresh"] if knobs["enable_similarity"] else None,
+            compute_mean_std_cross_steps=knobs[CROSS_STEPS],
         )
     except ValueError as err:
         raise ValueError(f"bad GiGPO batch: {err} (group_ids is uid, traj_ids traj_uid, step_ids step_index, "
@@ -86,10 +91,12 @@ def write_gigpo_advantages(data: DataProto, config: Any) -> DataProto:
 
 
 def gigpo_knobs(config: Any) -> dict[str, Any]:
-    """`gamma` and the `gigpo` knobs of an algorithm config, with verl-agent's defaults for absent ones."""
+    """`gamma`, CROSS_STEPS and the `gigpo` knobs of an algorithm config, with verl-agent's defaults for absent
+    `gigpo` ones (CROSS_STEPS: False)."""
     section = _get(config, "gigpo", None) or {}
     knobs = {name: _get(section, name, default) for name, default in DEFAULTS.items()}
     knobs["gamma"] = float(_get(config, "gamma", 1.0))
+    knobs[CROSS_STEPS] = bool(_get(config, CROSS_STEPS, False))
     return knobs
 
 

@@ -4,7 +4,9 @@ verl's estimator registry hands an estimator only rewards, the response mask and
 needs each step's trajectory, step index, anchor observation, reward and action validity. So the advantage stage
 is where we plug in: with `algorithm.adv_estimator=gigpo` it reads the agent loop's extra fields from
 TransferQueue and calls `write_gigpo_advantages`; any other estimator (grpo, rloo, ...) runs verl's own stage
-unchanged on the same step samples, whose reward is the episode return on the final response token. Either way
+unchanged on the same step samples, whose reward is the episode return on the final response token, except GRPO
+with `algorithm.compute_mean_std_cross_steps=True`: verl's GRPO function then scores every step sample, not each
+session's last one (verl's V1 stage), so that its group statistics weigh each episode by its steps. Either way
 the step samples' environment metrics (success per task type, episode length, invalid actions, anchor groups,
 dropped episodes), where the sessions' time went (generation vs environment) and where the advantage mass sits
 (`advantage_sources`) are logged with the training metrics, with the environment steps trained on so far
@@ -23,18 +25,20 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 import transfer_queue as tq
 from tensordict import TensorDict
 from transfer_queue import KVBatchMeta
 
+from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils.transferqueue_utils import kv_batch_meta2batch_meta
 from verl.workers.utils.padding import response_to_nested
 
 from molmo_agent.algorithms.advantage_sources import advantage_sources
-from molmo_agent.integrations.verl.advantage import GIGPO, write_gigpo_advantages
+from molmo_agent.integrations.verl.advantage import CROSS_STEPS, GIGPO, write_gigpo_advantages
 from molmo_agent.integrations.verl.steps import (WON, episode_metrics, gigpo_batch, longest_session_metrics,
                                                  session_time_metrics)
 
@@ -145,9 +149,11 @@ class AgentTrainer(PPOTrainerSync):
         metrics["env/steps"], metrics["env/cumulative_steps"] = len(real), self.env_steps
         metrics.update(session_time_metrics(real_fields))
         metrics.update(longest_session_metrics(real_fields, real_mask.sum(-1).tolist()))
-        if self.config.algorithm.adv_estimator == GIGPO:
+        gigpo = self.config.algorithm.adv_estimator == GIGPO
+        if gigpo or self.config.algorithm.get(CROSS_STEPS, False):
             advantages = torch.zeros_like(padded_mask, dtype=torch.float32)
-            advantages[real] = self._gigpo_advantages(real_uids, real_fields, real_mask, metrics)
+            advantages[real] = (self._gigpo_advantages(real_uids, real_fields, real_mask, metrics) if gigpo
+                                else self._grpo_advantages_over_steps(batch, real, real_uids, real_mask))
             nested = response_to_nested(advantages, response_mask)
             # returns equal the advantages, as verl's GRPO writes them: no critic learns from them
             written = tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
@@ -163,6 +169,18 @@ class AgentTrainer(PPOTrainerSync):
         sources = advantage_sources(real_uids, [fields[WON] for fields in real_fields], per_step.tolist())
         metrics.update({f"advantage/{name}": value for name, value in sources.items()})
         return written
+
+    def _grpo_advantages_over_steps(self, batch: KVBatchMeta, real: list[int], uids: list[str],
+                                    response_mask: torch.Tensor) -> torch.Tensor:
+        """verl's GRPO advantages (R, response_length) of the R real step samples `real` of `batch`, every step
+        sample's score (its episode's return, on its last response token) counted in its group's mean and std, as
+        verl-agent's compute_mean_std_cross_steps does; verl's V1 stage counts each session's last step alone."""
+        stored = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["rm_scores"])
+        scores = stored.to_padded_tensor()["rm_scores"][real, :response_mask.shape[1]]
+        advantages, _ = compute_grpo_outcome_advantage(
+            scores.to(torch.float32), response_mask, np.array(uids, dtype=object),
+            norm_adv_by_std_in_grpo=self.config.algorithm.get("norm_adv_by_std_in_grpo", True))
+        return advantages
 
     def _gigpo_advantages(self, uids: list[str], extra_fields: list[dict], response_mask: torch.Tensor,
                           metrics: dict) -> torch.Tensor:

@@ -39,7 +39,7 @@ from verl.utils.transformers_compat import get_auto_model_for_vision2seq
 
 from molmo_agent.algorithms.gigpo import MODES
 from molmo_agent.integrations.verl.advantage import DEFAULTS as GIGPO_DEFAULTS
-from molmo_agent.integrations.verl.advantage import GIGPO
+from molmo_agent.integrations.verl.advantage import CROSS_STEPS, GIGPO
 from molmo_agent.envs.base import observation_text
 from molmo_agent.envs.registry import get_env, make_env
 from molmo_agent.models.molmo2 import Molmo2Config
@@ -135,6 +135,16 @@ def check_algorithm(algorithm: DictConfig) -> None:
         raise ValueError("algorithm.use_kl_in_reward=True is not supported with GiGPO (its advantage is built from "
                          "environment rewards): set it to False and use the actor's KL loss "
                          "(actor_rollout_ref.actor.use_kl_loss=True)")
+    cross_steps = algorithm.get(CROSS_STEPS, False)
+    if not isinstance(cross_steps, bool):
+        raise ValueError(f"algorithm.{CROSS_STEPS}={cross_steps} is not a boolean: accepted are True and False")
+    if cross_steps and algorithm.adv_estimator not in (GIGPO, "grpo"):
+        raise ValueError(f"algorithm.{CROSS_STEPS}=True applies to gigpo and grpo only, not to "
+                         f"algorithm.adv_estimator={algorithm.adv_estimator} (verl's own stage counts each session "
+                         "once)")
+    if cross_steps and algorithm.get("use_kl_in_reward", False):
+        raise ValueError(f"algorithm.{CROSS_STEPS}=True with algorithm.use_kl_in_reward=True is not supported: GRPO "
+                         "over step samples scores the rewards as stored; use the actor's KL loss instead")
 
 
 def _is_number(value: Any) -> bool:

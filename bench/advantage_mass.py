@@ -1,0 +1,84 @@
+"""Where each learning run's advantage mass went, and how its policy drifted, read from its console logs.
+
+    python bench/advantage_mass.py LOG... [--out FILE]
+
+Per run (a log, gzipped or not): the mean over iterations of the share of Σ|A| on step samples with A < 0
+(`advantage/negative_abs_share`, logged by our trainer), and the first and second half's means of the update's
+token entropy, the training rollouts' success and their inadmissible-action rate. Across runs: the rank
+correlation of that share with the entropy's growth (second half over first). An episode advantage counted once
+per trajectory but given to each of its steps lets failures that run to the step limit outweigh shorter wins
+(docs/gigpo.md, `algorithm.compute_mean_std_cross_steps`); this is how that shows in finished runs.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from molmo_agent.integrations.verl.eval_report import logged_steps
+
+NEGATIVE_SHARE = "advantage/negative_abs_share"
+DRIFTS = {"entropy": "actor/entropy", "success": "env/success_rate",
+          "inadmissible": "env/inadmissible_action_rate"}
+
+
+def run_drift(log: str) -> dict[str, Any]:
+    """{"iterations", "negative_share", <drift>: [first half's mean, second half's mean] or None} of the training
+    iterations of `log` (those that logged an update); the middle iteration of an odd count goes to the second."""
+    iterations = [metrics for step, metrics in sorted(logged_steps(log).items())
+                  if step > 0 and DRIFTS["entropy"] in metrics]
+    if len(iterations) < 2:
+        raise ValueError(f"a drift needs two training iterations, the log holds {len(iterations)}")
+    half = len(iterations) // 2
+    row: dict[str, Any] = {"iterations": len(iterations),
+                           "negative_share": _mean([m.get(NEGATIVE_SHARE) for m in iterations])}
+    for name, key in DRIFTS.items():
+        first, second = _mean([m.get(key) for m in iterations[:half]]), _mean([m.get(key) for m in iterations[half:]])
+        row[name] = None if first is None or second is None else [first, second]
+    return row
+
+
+def rank_correlation(x: list[float], y: list[float]) -> float:
+    """Spearman's ρ of two equally long lists (ties ranked by order)."""
+    ranks = [np.argsort(np.argsort(values)) for values in (x, y)]
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return float(np.mean(present)) if present else None
+
+
+def read_log(path: Path) -> str:
+    return (gzip.open if path.suffix == ".gz" else open)(path, "rt", errors="replace").read()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("logs", nargs="+", type=Path, help="console logs of learning runs (verl's step lines)")
+    parser.add_argument("--out", type=Path, help="the result file (JSON)")
+    args = parser.parse_args(argv)
+    runs = {path.name: run_drift(read_log(path)) for path in args.logs}
+    with_share = [row for row in runs.values() if row["negative_share"] is not None]
+    growth = [row["entropy"][1] / row["entropy"][0] for row in with_share]
+    result = {"bench": "advantage_mass", "command": "python bench/advantage_mass.py " + " ".join(sys.argv[1:]),
+              "runs": runs,
+              "negative_share_vs_entropy_growth_spearman":
+                  rank_correlation([row["negative_share"] for row in with_share], growth) if len(with_share) > 2
+                  else None}
+    for name, row in runs.items():
+        drift = "  ".join(f"{key} {row[key][0]:.3f} -> {row[key][1]:.3f}" for key in DRIFTS if row[key])
+        share = "-" if row["negative_share"] is None else f"{row['negative_share']:.2f}"
+        print(f"{name}: {row['iterations']} iterations, negative share {share}  {drift}")
+    print(f"Spearman(negative share, entropy growth) = {result['negative_share_vs_entropy_growth_spearman']}")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

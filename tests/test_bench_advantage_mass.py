@@ -1,0 +1,51 @@
+"""bench/advantage_mass.py on console lines printed with verl's formatter."""
+import json
+import pathlib
+import sys
+
+import pytest
+
+from verl.utils.logger.aggregate_logger import concat_dict_to_str
+
+ROOT = pathlib.Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import advantage_mass  # noqa: E402
+
+
+def run_log(entropies: list[float], negative_shares: list[float | None]) -> str:
+    """A run's step lines: its validation before training, then one line per iteration (success 0.5 at first,
+    0.3 from the third), the negative share left out where None."""
+    lines = [concat_dict_to_str({"val-core/alfworld/valid_seen/acc/mean@1": 0.2}, step=0)]
+    for step, (entropy, share) in enumerate(zip(entropies, negative_shares), start=1):
+        metrics = {"actor/entropy": entropy, "env/success_rate": 0.5 if step < 3 else 0.3}
+        if share is not None:
+            metrics["advantage/negative_abs_share"] = share
+        lines += [concat_dict_to_str(metrics, step=step), "(TaskRunner pid=1) an unrelated line"]
+    return "\n".join(lines)
+
+
+def test_halves_and_share_of_one_run():
+    row = advantage_mass.run_drift(run_log([0.1, 0.1, 0.2, 0.3, 0.4], [0.5, 0.6, None, 0.7, 0.8]))
+    assert row["iterations"] == 5
+    assert row["negative_share"] == pytest.approx(0.65)  # the iterations that logged it
+    assert row["entropy"] == pytest.approx([0.1, 0.3])  # two iterations, then three
+    assert row["success"] == pytest.approx([0.5, 0.3])
+    assert row["inadmissible"] is None  # never logged
+
+
+def test_a_run_without_two_updates_is_refused():
+    with pytest.raises(ValueError, match="two training iterations, the log holds 1"):
+        advantage_mass.run_drift(run_log([0.1], [0.5]))
+
+
+def test_rank_correlation_of_share_and_entropy_growth(tmp_path, capsys):
+    logs = []
+    for name, growth, share in [("a", 1.0, 0.55), ("b", 2.0, 0.6), ("c", 3.0, 0.7)]:
+        logs.append(tmp_path / f"{name}.log")
+        logs[-1].write_text(run_log([0.1, 0.1, 0.1 * growth, 0.1 * growth], [share] * 4))
+    advantage_mass.main([*map(str, logs), "--out", str(tmp_path / "out.json")])
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["negative_share_vs_entropy_growth_spearman"] == pytest.approx(1.0)
+    assert result["runs"]["c.log"]["entropy"] == pytest.approx([0.1, 0.3])
+    assert "c.log: 4 iterations, negative share 0.70" in capsys.readouterr().out
+    assert advantage_mass.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
