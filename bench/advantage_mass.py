@@ -12,7 +12,6 @@ per trajectory but given to each of its steps lets failures that run to the step
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from molmo_agent.integrations.verl.eval_report import logged_steps
+from molmo_agent.integrations.verl.eval_report import logged_steps, read_console_log
 
 NEGATIVE_SHARE = "advantage/negative_abs_share"
 DRIFTS = {"entropy": "actor/entropy", "success": "env/success_rate",
@@ -54,16 +53,12 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
-def read_log(path: Path) -> str:
-    return (gzip.open if path.suffix == ".gz" else open)(path, "rt", errors="replace").read()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("logs", nargs="+", type=Path, help="console logs of learning runs (verl's step lines)")
     parser.add_argument("--out", type=Path, help="the result file (JSON)")
     args = parser.parse_args(argv)
-    runs = {path.name: run_drift(read_log(path)) for path in args.logs}
+    runs = {path.name: run_drift(read_console_log(path)) for path in args.logs}
     with_share = [row for row in runs.values() if row["negative_share"] is not None]
     growth = [row["entropy"][1] / row["entropy"][0] for row in with_share]
     result = {"bench": "advantage_mass", "command": "python bench/advantage_mass.py " + " ".join(sys.argv[1:]),

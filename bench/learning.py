@@ -31,7 +31,6 @@ and validation success, step size, entropy, where the advantage mass sits, stage
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from collections import defaultdict
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from molmo_agent.integrations.verl.eval_report import logged_steps, validation_points
+from molmo_agent.integrations.verl.eval_report import logged_steps, read_console_log, validation_points
 from molmo_agent.integrations.verl.validation_dump import read_episodes
 from molmo_agent.models.checkpoint_parts import WEIGHTS, read_sums, weights_sha256
 
@@ -404,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
         sessions.setdefault((estimator, seed), []).append(log)
     runs, tables = [], []
     for (estimator, seed), logs in sessions.items():
-        texts = [gzip.open(log, "rt").read() if log.suffix == ".gz" else log.read_text() for log in logs]
+        texts = [read_console_log(log) for log in logs]
         try:
             text = joined_sessions(texts)
             curve = learning_curve(text, args.train_batch * args.group_size)

@@ -18,14 +18,13 @@ A log may be gzipped. `--model` is any checkpoint of the run's architecture (onl
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-from molmo_agent.integrations.verl.eval_report import logged_steps
+from molmo_agent.integrations.verl.eval_report import logged_steps, read_console_log
 from molmo_agent.integrations.verl.flops import estimate_molmo2_tflops
 from molmo_agent.models.molmo2.configuration import Molmo2Config
 
@@ -55,12 +54,6 @@ def summary(rows: list[dict[str, float]]) -> dict[str, float]:
     return {**medians, "outside_share": statistics.median(row["outside_s"] / row["update_s"] for row in rows)}
 
 
-def read_log(path: Path) -> str:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:
-        return f.read()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("logs", nargs="+", type=Path, help="console logs of training runs (verl's step lines)")
@@ -72,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     result: dict[str, Any] = {"bench": "update_split", "command": "python " + " ".join(sys.argv),
                               "peak_flops": args.peak, "runs": {}}
     for path in args.logs:
-        rows = update_split(read_log(path), config, args.peak)
+        rows = update_split(read_console_log(path), config, args.peak)
         if not rows:
             sys.exit(f"{path}: no iteration logged timing_s/update_actor, perf/mfu/actor, perf/total_num_tokens "
                      "and env/steps")

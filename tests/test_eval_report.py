@@ -1,5 +1,6 @@
 """The evaluation: verl's validation metrics of our episodes, as its console logs them, read back as success per
 split and task type; and the evaluation script's config (validation only, every game once, one temperature)."""
+import gzip
 import json
 import os
 import pathlib
@@ -13,7 +14,7 @@ import yaml
 from verl.utils.logger.aggregate_logger import concat_dict_to_str
 
 from molmo_agent.envs.metrics import EpisodeRecord, episode_metrics
-from molmo_agent.integrations.verl.eval_report import main, report, validation_points
+from molmo_agent.integrations.verl.eval_report import main, read_console_log, report, validation_points
 from molmo_agent.integrations.verl.trainer import AgentTrainer
 
 REPO = pathlib.Path(__file__).parents[1]
@@ -100,3 +101,13 @@ def test_evaluation_script_runs_validation_only_on_every_game_once(molmo2_dir, d
     assert config["data"]["val_batch_size"] is None  # one batch: every game of both splits
     assert config["actor_rollout_ref"]["model"]["path"] == str(molmo2_dir) and config["env"]["max_steps"] == 30
     assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
+
+
+def test_console_logs_are_read_gzipped_or_not(tmp_path):
+    text = "step:1 - actor/entropy:0.5\n(TaskRunner pid=1) caf\u00e9 \n"
+    plain, packed = tmp_path / "run.log", tmp_path / "run.log.gz"
+    plain.write_bytes(text.encode() + b"\xff\n")  # a byte that is not UTF-8: replaced, not an error
+    with gzip.open(packed, "wt", encoding="utf-8") as f:
+        f.write(text)
+    assert read_console_log(packed) == text
+    assert read_console_log(str(plain)) == text + "\ufffd\n"

@@ -26,6 +26,7 @@ size 1). A split of the files without metrics in the log, or metrics over more s
 (`mean@N`, N > 1), stop the command naming them.
 """
 import argparse
+import gzip
 import json
 import math
 import re
@@ -43,6 +44,12 @@ NUMPY_SCALAR = re.compile(r"^np\.\w+\((.*)\)$")
 VALIDATION_KEY = re.compile(r"^val-(?:core|aux)/(?P<source>.+)/(?P<field>acc|success_rate/\w+|episode_length|"
                             r"invalid_action_rate|inadmissible_action_rate)/mean@(?P<samples>\d+)$")
 TYPE_PREFIX = "success_rate/"
+
+
+def read_console_log(path: str) -> str:
+    """The text of a console log, gzipped (a `.gz` name) or not; bytes that are not UTF-8 replaced."""
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "rt", encoding="utf-8", errors="replace") as log:
+        return log.read()
 
 
 def logged_steps(log: str) -> dict[int, dict[str, float]]:
@@ -126,8 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--command", default="", help="the command that ran the evaluation")
     parser.add_argument("--out", help="JSON file to write (default: stdout)")
     args = parser.parse_args(argv)
-    with open(args.log, encoding="utf-8", errors="replace") as f:
-        log = f.read()
+    log = read_console_log(args.log)
     try:
         result = report(log, args.val_files, args.model, args.temperature, args.command)
     except ValueError as error:
