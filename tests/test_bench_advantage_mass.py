@@ -49,3 +49,20 @@ def test_rank_correlation_of_share_and_entropy_growth(tmp_path, capsys):
     assert result["runs"]["c.log"]["entropy"] == pytest.approx([0.1, 0.3])
     assert "c.log: 4 iterations, negative share 0.70" in capsys.readouterr().out
     assert advantage_mass.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_a_pair_of_runs_compared_iteration_by_iteration_from_the_second(tmp_path, capsys):
+    base, new = tmp_path / "base.log", tmp_path / "new.log"
+    base.write_text(run_log([0.1, 0.1, 0.2, 0.3], [0.6, 0.6, 0.7, 0.7]))
+    # one iteration fewer, entropy flat, negative share balanced: compared over iterations 2 and 3
+    new.write_text(run_log([0.5, 0.1, 0.1], [0.5, 0.5, 0.5]))
+    advantage_mass.main(["--pair", str(base), str(new), "--out", str(tmp_path / "pair.json")])
+    result = json.loads((tmp_path / "pair.json").read_text())
+    assert result["pairs"] == [2, 3] and (result["base"], result["new"]) == ("base.log", "new.log")
+    assert result["negative_share"]["mean"] == pytest.approx(-0.15)
+    assert result["entropy"] == {"mean": pytest.approx(-0.05), "at_or_above": "1 of 2"}
+    assert result["success"] == {"mean": pytest.approx(0.0), "at_or_above": "2 of 2"}
+    assert "inadmissible" not in result  # neither run logged it
+    assert "entropy: new - base -0.050 (new at or above in 1 of 2 iterations)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="share no training iteration from the second on"):
+        advantage_mass.paired_difference(run_log([0.1, 0.2], [0.5, 0.5]), run_log([0.1], [0.5]))
