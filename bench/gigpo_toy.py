@@ -14,8 +14,11 @@ for each mode and each learning rate of a sweep (GiGPO's extra term also enlarge
 comparison is each method at its best learning rate), from the same seeds. After every update the policy's exact
 success probability within the horizon is computed by dynamic programming; the count of episodes sampled until it
 reaches 90 % is reported per seed (runs that do not get there are counted at the budget and flagged). Results: bench/results/gigpo_toy_<machine>.json.
+With --cross-steps both take A_E's group statistics over step samples (`compute_mean_std_cross_steps`): a failed
+trajectory runs to the horizon, a won one stops at the goal, so the two ways weigh them differently.
 
     python bench/gigpo_toy.py --machine cpu2
+    python bench/gigpo_toy.py --machine cpu2_cross_steps --cross-steps
 """
 from __future__ import annotations
 
@@ -116,7 +119,8 @@ def train(env: Corridor, args: argparse.Namespace, lr: float, step_advantage_w: 
         episodes += args.groups * args.group_size
         advantages = compute_gigpo_advantages(
             batch["group_ids"], batch["traj_ids"], batch["step_ids"], batch["anchors"], batch["env_rewards"],
-            batch["valid"], gamma=args.gamma, step_advantage_w=step_advantage_w, mode=mode).advantages
+            batch["valid"], gamma=args.gamma, step_advantage_w=step_advantage_w, mode=mode,
+            compute_mean_std_cross_steps=args.cross_steps).advantages
         # ∇ log π(a|s) of a softmax table is onehot(a) - π(s); one gradient per step sample, mean over episodes.
         s, a = np.array(batch["s"]), np.array(batch["a"])
         grad = -policy[s] * advantages[:, None]
@@ -142,6 +146,8 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.9)
     parser.add_argument("--episode-budget", type=int, default=20_000)
     parser.add_argument("--modes", nargs="+", default=["mean_norm", "mean_std_norm"])
+    parser.add_argument("--cross-steps", action="store_true",
+                        help="A_E's group mean and std over step samples instead of trajectories")
     args = parser.parse_args()
 
     start = time.perf_counter()
