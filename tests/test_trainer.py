@@ -144,7 +144,8 @@ def test_other_estimators_run_verls_stage(monkeypatch, dense_width):
     assert metrics["advantage/abs_mean"] == pytest.approx(0.7)
 
 
-def test_grpo_over_step_samples_weighs_each_episode_by_its_steps(monkeypatch):
+@pytest.mark.parametrize("dense_width", [0, 6])  # scores stored jagged, or padded wider than the longest response
+def test_grpo_over_step_samples_weighs_each_episode_by_its_steps(monkeypatch, dense_width):
     # The agent loop puts the episode's return on the last response token of each of its step samples: a won
     # (1.0, two steps), b lost (0.0, three). Over the five step samples the mean is 0.4 and the unbiased std
     # sqrt(0.3), so a's steps get 0.6 / sqrt(0.3) and b's -0.4 / sqrt(0.3): equal mass either way, where verl's
@@ -157,7 +158,10 @@ def test_grpo_over_step_samples_weighs_each_episode_by_its_steps(monkeypatch):
         row["rm_scores"] = score
     rows.append({**rows[0], "response_mask": torch.zeros(1, dtype=torch.int64), "rm_scores": torch.zeros(1)})
     queue = FakeTransferQueue(rows)
-    queue.data["rm_scores"] = torch.nested.as_nested_tensor([row["rm_scores"] for row in rows], layout=torch.jagged)
+    scores = [row["rm_scores"] for row in rows]
+    padded = [torch.nn.functional.pad(row, (0, dense_width - len(row))) for row in scores]
+    queue.data["rm_scores"] = (torch.stack(padded) if dense_width
+                               else torch.nested.as_nested_tensor(scores, layout=torch.jagged))
     queue.keys[-1] = "padding"
     monkeypatch.setattr(trainer, "tq", queue)
     monkeypatch.setattr(trainer.PPOTrainerSync, "_compute_advantage", lambda *_: pytest.fail("verl's stage ran"))

@@ -134,8 +134,11 @@ class AgentTrainer(PPOTrainerSync):
 
     def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
         real = [i for i, tag in enumerate(batch.tags) if not tag.get("is_padding", False)]
+        gigpo = self.config.algorithm.adv_estimator == GIGPO
+        grpo_over_steps = not gigpo and self.config.algorithm.get(CROSS_STEPS, False)
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
-                               select_fields=["uid", "response_mask", "extra_fields"])
+                               select_fields=["uid", "response_mask", "extra_fields"]
+                               + (["rm_scores"] if grpo_over_steps else []))
         # Non-tensor fields come back as a list, a NonTensorStack or an array, by TransferQueue backend.
         uids = [str(uid) for uid in list(data["uid"])]
         extra_fields = list(data["extra_fields"])
@@ -149,11 +152,14 @@ class AgentTrainer(PPOTrainerSync):
         metrics["env/steps"], metrics["env/cumulative_steps"] = len(real), self.env_steps
         metrics.update(session_time_metrics(real_fields))
         metrics.update(longest_session_metrics(real_fields, real_mask.sum(-1).tolist()))
-        gigpo = self.config.algorithm.adv_estimator == GIGPO
-        if gigpo or self.config.algorithm.get(CROSS_STEPS, False):
+        if gigpo or grpo_over_steps:
             advantages = torch.zeros_like(padded_mask, dtype=torch.float32)
-            advantages[real] = (self._gigpo_advantages(real_uids, real_fields, real_mask, metrics) if gigpo
-                                else self._grpo_advantages_over_steps(batch, real, real_uids, real_mask))
+            if gigpo:
+                advantages[real] = self._gigpo_advantages(real_uids, real_fields, real_mask, metrics)
+            else:
+                # stored jagged or right-padded, by TransferQueue backend: cut to the response width
+                scores = data.select("rm_scores").to_padded_tensor()["rm_scores"][real, :padded_mask.shape[1]]
+                advantages[real] = self._grpo_advantages_over_steps(scores, real_uids, real_mask)
             nested = response_to_nested(advantages, response_mask)
             # returns equal the advantages, as verl's GRPO writes them: no critic learns from them
             written = tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
@@ -170,13 +176,12 @@ class AgentTrainer(PPOTrainerSync):
         metrics.update({f"advantage/{name}": value for name, value in sources.items()})
         return written
 
-    def _grpo_advantages_over_steps(self, batch: KVBatchMeta, real: list[int], uids: list[str],
+    def _grpo_advantages_over_steps(self, scores: torch.Tensor, uids: list[str],
                                     response_mask: torch.Tensor) -> torch.Tensor:
-        """verl's GRPO advantages (R, response_length) of the R real step samples `real` of `batch`, every step
-        sample's score (its episode's return, on its last response token) counted in its group's mean and std, as
-        verl-agent's compute_mean_std_cross_steps does; verl's V1 stage counts each session's last step alone."""
-        stored = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["rm_scores"])
-        scores = stored.to_padded_tensor()["rm_scores"][real, :response_mask.shape[1]]
+        """verl's GRPO advantages (R, response_length) of R real step samples from their token scores and padded
+        response mask (R, response_length) and uids: every step sample's score (its episode's return, on its last
+        response token) counted in its group's mean and std, as verl-agent's compute_mean_std_cross_steps does;
+        verl's V1 stage counts each session's last step alone."""
         advantages, _ = compute_grpo_outcome_advantage(
             scores.to(torch.float32), response_mask, np.array(uids, dtype=object),
             norm_adv_by_std_in_grpo=self.config.algorithm.get("norm_adv_by_std_in_grpo", True))
