@@ -179,6 +179,9 @@ def test_each_bad_config_gets_one_clear_error(model_dir, data_dir, overrides, me
      "compute_mean_std_cross_steps=True applies to gigpo and grpo only, not to algorithm.adv_estimator=rloo"),
     (["algorithm.adv_estimator=grpo", "algorithm.use_kl_in_reward=True", "algorithm.compute_mean_std_cross_steps=True"],
      "compute_mean_std_cross_steps=True with algorithm.use_kl_in_reward=True is not supported"),
+    (["algorithm.rollout_correction.rollout_is=token"], "algorithm.rollout_correction.rollout_is=token is not applied"),
+    (["algorithm.adv_estimator=grpo", "algorithm.compute_mean_std_cross_steps=True",
+      "algorithm.rollout_correction.rollout_rs=token_k1"], "algorithm.rollout_correction.rollout_rs=token_k1 is not"),
     (["+algorithm.gigpo.step_advantage_weight=0.5"],
      r"unknown key\(s\) under algorithm.gigpo: algorithm.gigpo.step_advantage_weight .*'step_advantage_w'"),
     (["+env.max_step=10"], r"unknown key\(s\) under env: env.max_step .*'max_steps'"),
@@ -197,6 +200,14 @@ def test_each_bad_knob_is_refused_by_name(model_dir, data_dir, overrides, messag
 def test_kl_in_reward_is_left_to_verl_for_other_estimators(model_dir, data_dir):
     validate_training_config(compose_config(model_dir, data_dir, "algorithm.adv_estimator=grpo",
                                             "algorithm.use_kl_in_reward=True"), check_model=False)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["algorithm.adv_estimator=grpo", "algorithm.rollout_correction.rollout_is=token"],  # verl's own stage applies it
+    ["algorithm.rollout_correction.rollout_is=token", "algorithm.rollout_correction.bypass_mode=True"],  # the actor's
+])
+def test_rollout_correction_where_something_applies_it(model_dir, data_dir, overrides):
+    validate_training_config(compose_config(model_dir, data_dir, *overrides), check_model=False)
 
 
 def test_env_keys_of_the_loop_are_accepted_and_unknown_environments_refused():

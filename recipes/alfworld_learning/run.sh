@@ -47,7 +47,8 @@
 #                   `sighting` (also which things the task names the step's observation shows: where the expert
 #                   took the object in view, the mended expert's SFT policy did so in 31 of 60 of its own training
 #                   states and went on searching, bench/results/sft_imitation_mended_train600_cpu_2026-12-02.json;
-#                   not yet trained on)
+#                   trained on the same rows it won 28 % / 14 % of valid_seen / valid_unseen, the plain thought
+#                   28 % / 24 %: tests/gpu/results/learn_sft_sighting_h200_2026-12-02.txt)
 #   SFT_EPOCHS [10] SFT_LR [5e-4]: the most epochs (the best by validation loss is kept), the SFT learning rate
 #                   (on the mended expert's rows, with and without DAgger rows, the validation loss bottomed at
 #                   epoch 7 of 8: tests/gpu/results/learn_sft_mended_dagger_h200_2026-12-02.txt; ~40 s an epoch

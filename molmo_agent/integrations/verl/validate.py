@@ -145,6 +145,14 @@ def check_algorithm(algorithm: DictConfig) -> None:
     if cross_steps and algorithm.get("use_kl_in_reward", False):
         raise ValueError(f"algorithm.{CROSS_STEPS}=True with algorithm.use_kl_in_reward=True is not supported: GRPO "
                          "over step samples scores the rewards as stored; use the actor's KL loss instead")
+    correction = algorithm.get("rollout_correction") or {}
+    if (algorithm.adv_estimator == GIGPO or cross_steps) and not correction.get("bypass_mode", False):
+        for knob in ("rollout_is", "rollout_rs"):
+            if correction.get(knob) is not None:
+                raise ValueError(f"algorithm.rollout_correction.{knob}={correction.get(knob)} is not applied: verl "
+                                 "computes its weights in its own advantage stage, which GiGPO (and GRPO with "
+                                 f"algorithm.{CROSS_STEPS}=True) replace; leave it null or set "
+                                 "algorithm.rollout_correction.bypass_mode=True")
 
 
 def _is_number(value: Any) -> bool:
