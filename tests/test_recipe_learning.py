@@ -51,7 +51,7 @@ def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, t
         assert config.data.seed == 3 and config.actor_rollout_ref.rollout.seed == 3
         assert config.actor_rollout_ref.actor.optim.lr == 3e-5
         assert config.algorithm.gigpo.invalid_action_penalty_coef == 0.2
-        assert config.env.require_admissible is (gpus == 2)  # the recipe's default False, or as asked
+        assert config.env.require_admissible is (gpus == 2)
         assert config.algorithm.compute_mean_std_cross_steps is (gpus == 1)
         assert config.trainer.val_before_train is True and config.trainer.test_freq == 4
         assert config.trainer.total_training_steps == 12
@@ -75,6 +75,20 @@ def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, t
     assert differing == {"algorithm.adv_estimator", "algorithm.gigpo.mode", "env.reward_invalid_penalty",
                          "trainer.experiment_name", "actor_rollout_ref.rollout.trace.experiment_name",
                          "trainer.default_local_dir", "trainer.validation_data_dir"}
+
+
+def test_the_defaults_are_the_recorded_runs_setting(model_dir, data_dir, tmp_path):
+    """Without variables both estimators run as the committed curves did: penalty 0.1, listed actions only, group
+    statistics over step samples, LR 2e-5."""
+    work = dry_work(tmp_path, model_dir, data_dir)
+    dry_run(work, "rl", SEEDS="0")
+    for name in ("gigpo", "grpo"):
+        config = OmegaConf.load(work / "runs" / f"{name}_seed0" / "config.yaml")
+        assert config.algorithm.gigpo.invalid_action_penalty_coef == 0.1
+        assert config.env.require_admissible is True
+        assert config.algorithm.compute_mean_std_cross_steps is True
+        assert config.actor_rollout_ref.actor.optim.lr == 2e-5
+    assert config.env.reward_invalid_penalty == 0.1  # GRPO's, through its episode return
 
 
 def test_a_named_model_keeps_the_configs_batch_shape(model_dir, data_dir, tmp_path):

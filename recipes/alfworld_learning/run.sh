@@ -63,19 +63,20 @@
 #   LR [2e-5]       the RL learning rate of both estimators, fixed before a comparison by the PPO KL an iteration
 #                   moves the SFT policy (aim: at most ~0.01; 5e-5 moved it 0.015-0.055 and both estimators got
 #                   worse: recipes/alfworld_learning/README.md)
-#   PENALTY [0]     the invalid-action penalty of both: GiGPO's algorithm.gigpo.invalid_action_penalty_coef and
-#                   GRPO's env.reward_invalid_penalty (subtracted from its episode return per invalid action). Not
-#                   verl-agent's 0.1: with std normalization a penalty alone sets the advantages of a group without
-#                   a win, as large as a won group's (one invalid action among eight failures: -2.6 for it, +0.37 at
-#                   every step of the seven others), and 19-75 % of the groups had no win (README.md beside this)
-#   REQUIRE_ADMISSIBLE [False]  True: an action the game does not list counts as invalid for that penalty and the
-#                   invalid-action rate (env.require_admissible; 46 % of the SFT policy's steps are such actions:
-#                   bench/results/sft_policy_failures_cpu_2026-12-01.txt)
-#   CROSS_STEPS [False]  both estimators' episode advantages normalized over a group's step samples
+#   PENALTY [0.1]   the invalid-action penalty of both (verl-agent's 0.1): GiGPO's
+#                   algorithm.gigpo.invalid_action_penalty_coef and GRPO's env.reward_invalid_penalty (subtracted
+#                   from its episode return per invalid action). With std normalization a penalty alone sets the
+#                   advantages of a group without a win; at 0, GiGPO's training success on the same games was 0.037
+#                   lower (seed 2: README.md beside this)
+#   REQUIRE_ADMISSIBLE [True]  an action the game does not list counts as invalid for that penalty and the
+#                   invalid-action rate (env.require_admissible; False: only an answer that breaks the format; 46 %
+#                   of the SFT policy's steps are such actions: bench/results/sft_policy_failures_cpu_2026-12-01.txt)
+#   CROSS_STEPS [True]  both estimators' episode advantages normalized over a group's step samples
 #                   (algorithm.compute_mean_std_cross_steps, verl-agent's default) instead of its episodes: counted
 #                   once, an episode passes its advantage to each of its steps, so failures that run to the step
-#                   limit carry 56-70 % of a run's advantage mass (the negative part), and the runs where it
-#                   was largest drifted most (entropy up, training success down: recipes/alfworld_learning/README.md)
+#                   limit carried 56-70 % of a run's advantage mass (the negative part). Paired on the same games,
+#                   it helped GRPO (negative share 0.63 -> 0.50, entropy and inadmissible share lower, training
+#                   success +0.056) and left GiGPO's training success level (-0.010): README.md beside this
 #   TEMPERATURE [0.4]  validation temperature of every run, above 0 (each game once: val_kwargs.n=1)
 #   TRAIN_BATCH [16] GROUP_SIZE [8] MAX_STEPS [30] HISTORY [2] N_GPUS [1]
 #   MAX_PROMPT [1024] MAX_RESPONSE [128]  token limits of the SFT rows and of the RL runs alike: the expert's
@@ -101,9 +102,9 @@ SEEDS=${SEEDS:-0 1}
 ITERATIONS=${ITERATIONS:-60}
 TEST_FREQ=${TEST_FREQ:-10}
 LR=${LR:-2e-5}
-PENALTY=${PENALTY:-0}
-REQUIRE_ADMISSIBLE=${REQUIRE_ADMISSIBLE:-False}
-CROSS_STEPS=${CROSS_STEPS:-False}
+PENALTY=${PENALTY:-0.1}
+REQUIRE_ADMISSIBLE=${REQUIRE_ADMISSIBLE:-True}
+CROSS_STEPS=${CROSS_STEPS:-True}
 TEMPERATURE=${TEMPERATURE:-0.4}
 SFT_EPOCHS=${SFT_EPOCHS:-10}
 SFT_LR=${SFT_LR:-5e-4}
