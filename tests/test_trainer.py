@@ -1,15 +1,17 @@
-"""Our V1 trainer's advantage stage on step samples as TransferQueue stores them, without Ray or GPUs."""
+"""Our V1 trainer's advantage stage on step samples as TransferQueue stores them, and its replay buffer's polling,
+without Ray or GPUs."""
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 from transfer_queue import KVBatchMeta
 
-from verl.trainer.ppo.v1 import get_trainer_cls
+from verl.trainer.ppo.v1 import get_trainer_cls, replay_buffer
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
 from molmo_agent.integrations.verl import steps, trainer
-from molmo_agent.integrations.verl.trainer import TRAINER_MODE, AgentTrainer
+from molmo_agent.integrations.verl.trainer import REPLAY_POLL_S, TRAINER_MODE, AgentTrainer
 
 
 def step(traj: str, index: int, anchor: str, reward: float = 0.0, valid: bool = True, done: bool = False,
@@ -86,6 +88,21 @@ def test_registered_in_verl_v1_registry_and_keeps_sync_semantics():
     agent_trainer = AgentTrainer.__new__(AgentTrainer)
     agent_trainer.trainer_mode = TRAINER_MODE  # what verl's __init__ assigns from trainer.v1.trainer_mode
     assert agent_trainer.trainer_mode == "sync"
+
+
+def test_the_replay_buffer_looks_for_finished_sessions_every_fifth_of_a_second(monkeypatch):
+    agent_trainer = AgentTrainer.__new__(AgentTrainer)
+    agent_trainer.config = OmegaConf.create({
+        "trainer": {"v1": {"trainer_mode": TRAINER_MODE, "sampler": {
+            "max_off_policy_threshold": 8, "max_off_policy_strategy": "drop", "sampler_kwargs": {},
+            "custom_sampler": {"path": None, "name": None}}}},
+        "algorithm": {"filter_groups": None}, "data": {"train_batch_size": 4}})
+    buffer = agent_trainer._build_replay_buffer()
+    assert type(buffer) is ReplayBuffer  # verl's own, built with verl's arguments
+    slept = []
+    monkeypatch.setattr(replay_buffer.time, "sleep", slept.append)
+    buffer._wait_for_next_poll("train", last_debug_time=replay_buffer.time.time())  # what sample() calls
+    assert slept == [REPLAY_POLL_S] and REPLAY_POLL_S <= 0.25
 
 
 def test_gigpo_advantage_stage_writes_step_advantages_and_skips_padding(monkeypatch):

@@ -32,6 +32,7 @@ from tensordict import TensorDict
 from transfer_queue import KVBatchMeta
 
 from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils.transferqueue_utils import kv_batch_meta2batch_meta
@@ -50,6 +51,10 @@ ENV_STEPS_FILE = "env_steps.json"
 # during the actor's stages.
 ENGINE_NON_TENSOR_FIELDS = ("multi_modal_inputs",)
 FIELDS_SWITCH = "MOLMO_AGENT_ENGINE_FIELDS"
+# Seconds between the replay buffer's looks at TransferQueue while a batch's sessions finish. verl's 2 s (not a
+# config knob) rounds every generation up to its next multiple: 1 s lost on average per training batch and per
+# validation; a look costs one metadata listing.
+REPLAY_POLL_S = 0.2
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +92,11 @@ class AgentTrainer(PPOTrainerSync):
 
     # agent actions of the training rollouts so far (a dropped episode leaves no step sample, so none of its own)
     env_steps: int = 0
+
+    def _build_replay_buffer(self) -> ReplayBuffer:
+        buffer = super()._build_replay_buffer()
+        buffer.poll_interval = REPLAY_POLL_S
+        return buffer
 
     def _save_checkpoint(self) -> None:
         # before verl's save, whose last write (latest_checkpointed_iteration.txt) marks the checkpoint complete
