@@ -1,6 +1,7 @@
 """`tests/gpu/run_all.sh`'s learn-rl stage joins the runs carried in from an earlier machine for its estimator and
 seeds, and refuses one of its estimator's runs whose seed it does not run (LEARN_SEEDS defaults to 0: a carried
-seed-2 run would otherwise be left behind while seed 0 starts afresh). The stage's function runs alone here, with
+seed-2 run would otherwise be left behind while seed 0 starts afresh), unless the lane is told to start afresh
+beside them (LEARN_CONTINUE=0). The stage's function runs alone here, with
 `python3` stubbed to print what it was asked."""
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ LEARN_RL = ('python3() { echo "python3 $*"; return 1; }; '
             'eval "$(sed -n "/^learn_rl() {/,/^}/p" tests/gpu/run_all.sh)"; learn_rl')
 
 
-def learn_rl(home: Path, seeds: str) -> subprocess.CompletedProcess:
+def learn_rl(home: Path, seeds: str, **variables: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HOME": str(home), "LEARN_ESTIMATOR": "gigpo", "LEARN_SEEDS": seeds,
-           "LEARN_WORK": str(home / "work")}
+           "LEARN_WORK": str(home / "work"), **variables}
     return subprocess.run(["bash", "-c", LEARN_RL], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -28,4 +29,12 @@ def test_a_carried_run_of_a_seed_not_run_is_refused_by_name(tmp_path: Path) -> N
     done = learn_rl(tmp_path, "1 2")  # its seed: joined (the stub join fails, so the stage stops there)
     assert done.stdout.splitlines()[0] == (f"python3 -m molmo_agent.models.checkpoint_parts join "
                                            f"{tmp_path}/acc-run-gigpo_seed2/ {tmp_path}/work/runs/gigpo_seed2/ckpt")
+    assert done.returncode == 1
+
+
+def test_a_side_lane_starts_afresh_beside_carried_runs(tmp_path: Path) -> None:
+    (tmp_path / "acc-run-gigpo_seed0").mkdir()
+    done = learn_rl(tmp_path, "0", LEARN_CONTINUE="0")  # its first call: the SFT checkpoint, not the carried run
+    assert done.stdout.splitlines()[0] == (f"python3 -m molmo_agent.models.checkpoint_parts join "
+                                           f"{tmp_path}/acc-sft {tmp_path}/work/sft_model")
     assert done.returncode == 1

@@ -130,7 +130,7 @@ learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under t
   case ${LEARN_ESTIMATOR:-} in gigpo | grpo) ;; *) echo "learn-rl: set LEARN_ESTIMATOR to gigpo or grpo"; return 2 ;; esac
   mkdir -p "$LEARN_WORK"
   for parts in "$HOME"/acc-run-*/; do  # this lane's runs continued from an earlier machine's checkpoint
-    [ -d "$parts" ] || continue
+    [ -d "$parts" ] && [ "${LEARN_CONTINUE:-1}" = 1 ] || continue  # 0: a side lane starts afresh beside them
     run=$(basename "$parts") run=${run#acc-run-}
     [[ $run == "${LEARN_ESTIMATOR}"_seed* ]] || continue  # the other estimator's lane continues it
     [[ " ${LEARN_SEEDS:-0} " == *" ${run#"${LEARN_ESTIMATOR}"_seed} "* ]] || {
