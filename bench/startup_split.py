@@ -12,7 +12,8 @@ Each `=== rl-... ===` marker starts a run (a lane's console may hold several). A
 train.log) has no marker: its one run starts at its first timestamped line, once the launcher's imports are done
 (~20 s in), and `launch` is shorter by those. A phase whose line is missing is left out and the next one spans
 both. Run with `VLLM_LOGGING_LEVEL=INFO` in the launching shell, the vLLM servers log
-their own split of `rollout` (weights, memory profiling, graph capture) to the same console.
+their own split of `rollout` to the same console, and each run also gets `vllm`: the seconds those lines give
+per server (`weights_s`, `compile_s`, `graph_capture_s`, `init_engine_s`, the last spanning the two before it).
 
     python bench/startup_split.py LOG [LOG ...] [--out RESULT.json]
 
@@ -42,6 +43,14 @@ PHASES = (
     ("rollout", re.compile("INFO:" + STAMP + r":checkpoint engine manager initialized")),
     ("resume", re.compile("INFO:" + STAMP + r":all initialize finished, ready to fit")),
     ("agent_loop", re.compile("INFO:" + STAMP + r":alfworld environment pool:")),
+)
+
+# vLLM's own start-up lines (INFO), each giving seconds: one per server
+VLLM_SECONDS = (
+    ("weights_s", re.compile(r"Loading weights took ([\d.]+) s")),
+    ("compile_s", re.compile(r"torch\.compile takes ([\d.]+) s in total")),
+    ("graph_capture_s", re.compile(r"Graph capturing finished in ([\d.]+) sec")),
+    ("init_engine_s", re.compile(r"init engine (?:\(profile, create kv cache, warmup model\) )?took ([\d.]+) s")),
 )
 
 
@@ -74,8 +83,12 @@ def _split(run: str, start: datetime.datetime, start_kind: str, text: str) -> di
             end = _time(found.group(1))
             phases[phase] = (end - previous).total_seconds()
             previous = end
-    return {"run": run, "started": start.isoformat(), "start": start_kind, "phases": phases,
-            "total_s": (previous - start).total_seconds()}
+    split = {"run": run, "started": start.isoformat(), "start": start_kind, "phases": phases,
+             "total_s": (previous - start).total_seconds()}
+    vllm = {key: [float(x) for x in line.findall(text)] for key, line in VLLM_SECONDS}
+    if any(vllm.values()):
+        split["vllm"] = {key: seconds for key, seconds in vllm.items() if seconds}
+    return split
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         result["runs"][str(path)] = runs
         for run in runs:
             print(f"{path} {run['run']}: " + "  ".join(f"{k} {v:.0f}" for k, v in run["phases"].items())
-                  + f"  = {run['total_s']:.0f} s")
+                  + f"  = {run['total_s']:.0f} s" + (f"  vllm {run['vllm']}" if "vllm" in run else ""))
     every = [run for runs in result["runs"].values() for run in runs]
     if not every:
         sys.exit("no log held a timestamped start-up line of verl's trainer")

@@ -44,6 +44,21 @@ def test_each_marker_starts_a_run_split_at_verls_timestamped_lines():
     assert "rollout" not in grpo["phases"] and grpo["phases"]["resume"] == 182 and grpo["total_s"] == 320
 
 
+def test_vllms_own_start_up_lines_give_each_servers_seconds():
+    server = "\x1b[36m(EngineCore_DP0 pid=212)\x1b[0m INFO 12-02 06:41:40 "
+    lines = run_lines(37)
+    lines[3:3] = [server + "[default_loader.py:262] Loading weights took 0.41 seconds",
+                  server + "[backends.py:215] torch.compile takes 21.5 s in total",
+                  server + "[gpu_model_runner.py:4583] Graph capturing finished in 38 secs, took 0.52 GiB",
+                  server + "[core.py:210] init engine (profile, create kv cache, warmup model) took 71.23 seconds",
+                  server + "[core.py:210] init engine took 70.62 s (compilation: 42.18 s)"]  # a newer vLLM's
+    (run,) = startup_split.startup_split("\n".join(["=== rl-grpo (06:37:30) ===", *lines]))
+    assert run["vllm"] == {"weights_s": [0.41], "compile_s": [21.5], "graph_capture_s": [38.0],
+                           "init_engine_s": [71.23, 70.62]}
+    assert run["phases"]["rollout"] == 180  # the lines of the servers leave verl's phases as they were
+    assert "vllm" not in startup_split.startup_split("\n".join(["=== rl-grpo (06:37:30) ===", *run_lines(37)]))[0]
+
+
 def test_a_runs_own_log_starts_at_its_first_timestamped_line():
     log = "\n".join([verl_line("06:37:35", "verl's logprobs_from_logits_v2: falls back", prefix=""),
                      *run_lines(37)])
