@@ -23,8 +23,8 @@
 #                memory meanwhile, so that several small runs (seeds, tests) can share one GPU (vLLM still
 #                refuses to start while less than gpu_memory_utilization of the GPU is free: lower it too)
 #   ROLLOUT_COMPILE  0: vLLM serves without torch.compile, CUDA graphs of decode steps only [1: verl's default,
-#                compiled, piecewise and full graphs]. Compilation takes most of vLLM's start-up (with verl's
-#                compile cache off); for a small model the compiled kernels gain little (not yet measured)
+#                compiled, piecewise and full graphs]. Off, a learning lane's vLLM start-up was no shorter
+#                (bench/results/startup_split_*); what compilation gains a small model is not yet measured
 #   DRY_RUN=1    run every check of the config (model directory, game data, prompt length, memory, ...),
 #                print the resolved config and exit: Ray never starts. A bad config exits non-zero with its error
 # Every argument is passed on as a Hydra override, after the script's own (so it wins).
