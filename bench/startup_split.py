@@ -5,15 +5,15 @@ rollout, split at the lines that verl's trainer, Ray and our agent loop log with
     task_runner  -> verl's dataloaders built: the TaskRunner's imports, tokenizer, TransferQueue, datasets
     actor        -> actor and reference engines initialized: the worker group, the FSDP models
     rollout      -> checkpoint engine manager initialized: the vLLM servers (weights, KV cache, CUDA graphs)
-    resume       -> ready to fit: the checkpoint (or the SFT weights) loaded
+    resume       -> ready to fit: a resumed run's checkpoint loaded
     agent_loop   -> the first environment pool: agent-loop workers and their environment actors, inside `fit`
 
 Each `=== rl-... ===` marker starts a run (a lane's console may hold several). A run's own log (the recipe's
 train.log) has no marker: its one run starts at its first timestamped line, once the launcher's imports are done
 (~20 s in), and `launch` is shorter by those. A phase whose line is missing is left out and the next one spans
-both. Run with `VLLM_LOGGING_LEVEL=INFO` in the launching shell, the vLLM servers log
-their own split of `rollout` to the same console, and each run also gets `vllm`: the seconds those lines give
-per server (`weights_s`, `compile_s`, `graph_capture_s`, `init_engine_s`, the last spanning the two before it).
+both. With `VLLM_LOGGING_LEVEL=INFO` in the launching shell the vLLM servers log their own split of `rollout` to
+the same console, and the run gets `vllm`: the seconds those lines give, one per server (`weights_s`,
+`compile_s`, `graph_capture_s`, `init_engine_s`; the last spans the two before it).
 
     python bench/startup_split.py LOG [LOG ...] [--out RESULT.json]
 
@@ -60,7 +60,7 @@ def _time(stamp: str) -> datetime.datetime:
 
 def startup_split(log: str) -> list[dict[str, Any]]:
     """One entry per run of `log`: {"run", "started", "start" ("marker" or "first line"), "phases": {phase:
-    seconds}, "total_s"}."""
+    seconds}, "total_s"}, and "vllm" where the servers logged their start-up."""
     markers = list(MARKER.finditer(log))
     if not markers:
         first = ANY_STAMP.search(log)
