@@ -53,8 +53,8 @@ ENGINE_NON_TENSOR_FIELDS = ("multi_modal_inputs",)
 FIELDS_SWITCH = "MOLMO_AGENT_ENGINE_FIELDS"
 # Seconds between the replay buffer's looks at TransferQueue while a batch's sessions finish. verl's 2 s (not a
 # config knob) rounds every generation up to its next multiple: 1 s lost on average per training batch and per
-# validation; a look costs one metadata listing.
-REPLAY_POLL_S = 0.2
+# validation. Each look lists every stored key's metadata (thousands of step samples), so not much more often.
+REPLAY_POLL_S = 0.5
 
 logger = logging.getLogger(__name__)
 
