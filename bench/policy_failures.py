@@ -29,8 +29,10 @@ inadmissible actions and forgotten sightings behind it, beside alfworld's hand-c
   (the labels `sft_data --relabel` trains on), by the expert's verb.
 
 `imitate` asks a checkpoint for its greedy answer at every state of an SFT parquet (the demonstrator's own states,
-`sft_data`'s rows) and counts how often it takes the row's action, by the row's verb: minutes on the CPU where
-playing takes half an hour, and the states are the demonstrator's, not the policy's (--agreement's).
+`sft_data`'s rows) and counts how often it takes the row's action, by the row's verb, and where each wrong
+action's answer first left the row's: in the thought before its decision ("I will ..."), in that decision's verb,
+object or number, or in the action after a matching thought. Minutes on the CPU where playing takes half an hour,
+and the states are the demonstrator's, not the policy's (--agreement's).
 
     python bench/policy_failures.py play --player policy --model DIR --games ROOT --split valid_unseen \\
         [--temperature 0.4 --seed 0 --batch 25 --max-steps 30 --history 2 --prompt-length 1024 \\
@@ -120,9 +122,9 @@ class Episode:
     done: bool = False
 
 
-def generate(model: Any, tokenizer: Any, prompts: list[list[int]], temperature: float, max_tokens: int) -> list[str]:
-    """The model's answers to token-id prompts in one left-padded batch, each cut after EOS and decoded as the agent
-    loop decodes it."""
+def generate_ids(model: Any, tokenizer: Any, prompts: list[list[int]], temperature: float,
+                 max_tokens: int) -> list[list[int]]:
+    """The model's answers to token-id prompts in one left-padded batch, as token ids cut after EOS."""
     import torch
 
     width = max(map(len, prompts))
@@ -140,8 +142,35 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[int]], temperature: 
     for answer in out[:, width:].tolist():
         if tokenizer.eos_token_id in answer:
             answer = answer[:answer.index(tokenizer.eos_token_id) + 1]
-        answers.append(tokenizer.decode(answer, skip_special_tokens=True))
+        answers.append(answer)
     return answers
+
+
+def generate(model: Any, tokenizer: Any, prompts: list[list[int]], temperature: float, max_tokens: int) -> list[str]:
+    """`generate_ids`' answers decoded as the agent loop decodes them."""
+    return [tokenizer.decode(answer, skip_special_tokens=True)
+            for answer in generate_ids(model, tokenizer, prompts, temperature, max_tokens)]
+
+
+def divergence(reference: list[int], answer: list[int], tokenizer: Any) -> str:
+    """Where `answer` first leaves the demonstrated `reference` (token ids of `<think>...</think><action>...`):
+    "thought" before the thought's last "I will", then "verb", "object" or "number" within that decision, "action"
+    after `</think>` (the action does not copy the thought), "none" if it never does."""
+    first = next((i for i, (a, b) in enumerate(zip(reference, answer)) if a != b), min(len(reference), len(answer)))
+    if first == len(reference) == len(answer):
+        return "none"
+    end_think = tokenizer.convert_tokens_to_ids("</think>")
+    thought_end = reference.index(end_think) if end_think in reference else len(reference)
+    if first >= thought_end:
+        return "action"
+    will = [tokenizer.convert_tokens_to_ids(token) for token in ("ĠI", "Ġwill")]
+    starts = [i + 2 for i in range(thought_end - 1) if reference[i:i + 2] == will]
+    if not starts or first < starts[-1]:
+        return "thought"
+    if first == starts[-1]:
+        return "verb"
+    word = tokenizer.decode(reference[first:first + 2]).strip()  # a number follows its own space token
+    return "number" if word[:1].isdigit() else "object"
 
 
 def load_policy(model_dir: str) -> Any:
@@ -553,19 +582,29 @@ def imitate(args: argparse.Namespace) -> None:
     from molmo_agent.envs.projection import project_action
     from molmo_agent.models.checkpoint_parts import sha256, weights_sha256
 
-    rows = pd.read_parquet(args.rows, columns=["prompt_ids", "action"])
+    rows = pd.read_parquet(args.rows, columns=["prompt_ids", "response_ids", "action"])
     rows = rows.iloc[rows["prompt_ids"].map(len).argsort(kind="stable")]  # batches of similar lengths pad little
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = load_policy(args.model)
     answers, start = [], time.perf_counter()
     for first in range(0, len(rows), args.batch):
         batch = rows.iloc[first:first + args.batch]
-        answers += generate(model, tokenizer, [list(ids) for ids in batch["prompt_ids"]], 0.0, args.response_length)
+        answers += generate_ids(model, tokenizer, [list(ids) for ids in batch["prompt_ids"]], 0.0,
+                                args.response_length)
         print(f"{len(answers)}/{len(rows)} rows, {time.perf_counter() - start:.0f} s", flush=True)
-    counts = matches_by_verb(zip(rows["action"], (project_action(answer).action for answer in answers)))
+    actions = [project_action(tokenizer.decode(answer, skip_special_tokens=True)).action for answer in answers]
+    counts = matches_by_verb(zip(rows["action"], actions))
     print(f"The greedy action is the row's: {match_line(counts)}")
+    # where each wrong action began: in the thought, in its decision's verb, object or number, or in the action
+    wrong_from: dict[str, Counter] = defaultdict(Counter)
+    for reference, answer, row_action, action in zip(rows["response_ids"], answers, rows["action"], actions):
+        if action != row_action:
+            wrong_from[row_action.split()[0]][divergence(list(reference), answer, tokenizer)] += 1
+    wrong_from = {verb: dict(kinds.most_common()) for verb, kinds in sorted(wrong_from.items())}
+    print(f"Where a wrong action's answer left the row's: {json.dumps(wrong_from)}")
     result = {"bench": "policy_failures imitate", "command": args.command, "rows": str(args.rows),
-              "rows_sha256": sha256(args.rows), "weights_sha256": weights_sha256(Path(args.model)), **counts}
+              "rows_sha256": sha256(args.rows), "weights_sha256": weights_sha256(Path(args.model)), **counts,
+              "wrong_action_diverged_at": wrong_from}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"written {args.out}")
 

@@ -159,21 +159,51 @@ def test_agreement_counts_the_policys_actions_that_are_the_experts_in_its_own_st
                                                    "go": {"same": 0, "states": 1}}}
 
 
-def test_imitate_counts_the_greedy_actions_that_are_the_rows(molmo2_dir, tmp_path, monkeypatch):
-    import pandas as pd
+REFERENCE = "<think>The pen is on the desk. I will take pen 1 from desk 1.</think><action>take pen 1 from desk 1</action>"
 
+
+def test_imitate_counts_the_greedy_actions_that_are_the_rows_and_where_wrong_ones_began(molmo2_dir, tmp_path,
+                                                                                          monkeypatch):
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(molmo2_dir)
+
+    def ids(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
     rows = tmp_path / "valid_unseen.parquet"
     actions = ["go to desk 1", "take pen 1 from desk 1", "go to shelf 1"]
-    pd.DataFrame({"prompt_ids": [[1] * 3, [1] * 2, [1] * 4], "action": actions}).to_parquet(rows)
+    references = ["<think>I will go to desk 1.</think><action>go to desk 1</action>", REFERENCE,
+                  "<think>I will go to shelf 1.</think><action>go to shelf 1</action>"]
+    pd.DataFrame({"prompt_ids": [[1] * 3, [1] * 2, [1] * 4], "response_ids": [ids(r) for r in references],
+                  "action": actions}).to_parquet(rows)
     asked = []
 
     def greedy(model, tokenizer, prompts, temperature, max_tokens):  # answers in the order of the prompts' lengths
         asked.append((prompts, temperature))
-        return [f"<think>t</think><action>{action}</action>" for action in
-                ("take pen 2 from desk 1", "Go to desk  1", "go to shelf 1")]
-    monkeypatch.setattr(bench, "generate", greedy)
+        return [ids(REFERENCE.replace("pen 1", "pen 2")), ids("<think>I will go to desk  1.</think><action>Go to "
+                                                               "desk  1</action>"), ids(references[2])]
+    monkeypatch.setattr(bench, "generate_ids", greedy)
     result = tmp_path / "result.json"
     bench.main(["imitate", "--model", str(molmo2_dir), "--rows", str(rows), "--out", str(result)])
     assert asked == [([[1] * 2, [1] * 3, [1] * 4], 0.0)]
-    assert json.loads(result.read_text())["by_verb"] == {"go": {"same": 2, "states": 2},
-                                                          "take": {"same": 0, "states": 1}}
+    written = json.loads(result.read_text())
+    assert written["by_verb"] == {"go": {"same": 2, "states": 2}, "take": {"same": 0, "states": 1}}
+    assert written["wrong_action_diverged_at"] == {"take": {"number": 1}}  # the same actions are not counted
+
+
+def test_divergence_names_the_part_of_the_answer_that_left_the_demonstration(molmo2_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(molmo2_dir)
+
+    def where(answer: str) -> str:
+        return bench.divergence(tokenizer.encode(REFERENCE, add_special_tokens=False),
+                                tokenizer.encode(answer, add_special_tokens=False), tokenizer)
+    assert where(REFERENCE) == "none"
+    assert where(REFERENCE.replace("is on the desk", "is in the drawer")) == "thought"
+    assert where(REFERENCE.replace("I will take pen 1 from desk 1.", "I will go to desk 1.")) == "verb"
+    assert where(REFERENCE.replace("I will take pen 1", "I will take book 1")) == "object"
+    assert where(REFERENCE.replace("I will take pen 1", "I will take pen 2")) == "number"
+    assert where(REFERENCE.replace("<action>take pen 1", "<action>take pen 2")) == "action"
+    assert where(REFERENCE[:-len("</action>")]) == "action"  # cut short after a matching thought
