@@ -159,7 +159,8 @@ def test_agreement_counts_the_policys_actions_that_are_the_experts_in_its_own_st
                                                    "go": {"same": 0, "states": 1}}}
 
 
-REFERENCE = "<think>The pen is on the desk. I will take pen 1 from desk 1.</think><action>take pen 1 from desk 1</action>"
+REFERENCE = ("<think>The pen is on the desk. I will take pen 1 from desk 1.</think>"
+             "<action>take pen 1 from desk 1</action>")
 
 
 def test_imitate_counts_the_greedy_actions_that_are_the_rows_and_where_wrong_ones_began(molmo2_dir, tmp_path,
