@@ -596,11 +596,11 @@ def imitate(args: argparse.Namespace) -> None:
     counts = matches_by_verb(zip(rows["action"], actions))
     print(f"The greedy action is the row's: {match_line(counts)}")
     # where each wrong action began: in the thought, in its decision's verb, object or number, or in the action
-    wrong_from: dict[str, Counter] = defaultdict(Counter)
+    kinds: dict[str, Counter] = defaultdict(Counter)
     for reference, answer, row_action, action in zip(rows["response_ids"], answers, rows["action"], actions):
         if action != row_action:
-            wrong_from[row_action.split()[0]][divergence(list(reference), answer, tokenizer)] += 1
-    wrong_from = {verb: dict(kinds.most_common()) for verb, kinds in sorted(wrong_from.items())}
+            kinds[row_action.split()[0]][divergence(list(reference), answer, tokenizer)] += 1
+    wrong_from = {verb: dict(counts.most_common()) for verb, counts in sorted(kinds.items())}
     print(f"Where a wrong action's answer left the row's: {json.dumps(wrong_from)}")
     result = {"bench": "policy_failures imitate", "command": args.command, "rows": str(args.rows),
               "rows_sha256": sha256(args.rows), "weights_sha256": weights_sha256(Path(args.model)), **counts,
