@@ -44,19 +44,47 @@ def test_each_marker_starts_a_run_split_at_verls_timestamped_lines():
     assert "rollout" not in grpo["phases"] and grpo["phases"]["resume"] == 182 and grpo["total_s"] == 320
 
 
-def test_vllms_own_start_up_lines_give_each_servers_seconds():
-    server = "\x1b[36m(EngineCore_DP0 pid=212)\x1b[0m INFO 12-02 06:41:40 "
+def vllm_line(clock: str, message: str, process: str = "") -> str:
+    """A vLLM 0.24 server's INFO line as it reaches a lane's console through Ray (no year in its stamp)."""
+    return f"\x1b[36m(vLLMHttpServer pid=8361)\x1b[0m {process}INFO 12-02 {clock} [file.py:1] {message}"
+
+
+def server_lines() -> list[str]:
+    """One server's start-up between verl's actor line (06:39:10) and its rollout line (06:42:10)."""
+    engine, worker = "(EngineCore pid=11245) ", "(Worker pid=12347) "
+    return [vllm_line("06:39:47", "Enabling cumem allocator because sleep mode requires it."),
+            vllm_line("06:39:55", "Resolved architecture: Molmo2ForConditionalGeneration"),
+            vllm_line("06:40:41", "Initializing a V1 LLM engine (v0.24.0) with config: model='/m'", engine),
+            vllm_line("06:41:12", "Starting to load model /m...", worker),
+            vllm_line("06:41:14", "Model loading took 0.25 GiB memory and 0.946564 seconds", worker),
+            vllm_line("06:41:29", "torch.compile and initial profiling/warmup run together took 11.72 s in total",
+                      worker),
+            vllm_line("06:41:41", "Graph capturing finished in 4 secs, took 0.04 GiB", worker),
+            vllm_line("06:41:42", "init engine (profile, create kv cache, warmup model) took 28.41 s "
+                      "(compilation: 11.72 s)", engine),
+            vllm_line("06:42:08", "Multi-modal warmup completed in 16.465s")]
+
+
+def test_vllms_own_start_up_lines_give_each_servers_seconds_and_split_the_rollout_phase():
     lines = run_lines(37)
-    lines[3:3] = [server + "[default_loader.py:262] Loading weights took 0.41 seconds",
-                  server + "[backends.py:215] torch.compile takes 21.5 s in total",
-                  server + "[gpu_model_runner.py:4583] Graph capturing finished in 38 secs, took 0.52 GiB",
-                  server + "[core.py:210] init engine (profile, create kv cache, warmup model) took 71.23 seconds",
-                  server + "[core.py:210] init engine took 70.62 s (compilation: 42.18 s)"]  # a newer vLLM's
+    lines[4:4] = server_lines()  # after verl's actor line, before its rollout line
     (run,) = startup_split.startup_split("\n".join(["=== rl-grpo (06:37:30) ===", *lines]))
-    assert run["vllm"] == {"weights_s": [0.41], "compile_s": [21.5], "graph_capture_s": [38.0],
-                           "init_engine_s": [71.23, 70.62]}
-    assert run["phases"]["rollout"] == 180  # the lines of the servers leave verl's phases as they were
-    assert "vllm" not in startup_split.startup_split("\n".join(["=== rl-grpo (06:37:30) ===", *run_lines(37)]))[0]
+    assert run["vllm"] == {"weights_s": [0.946564], "compile_s": [11.72], "graph_capture_s": [4.0],
+                           "init_engine_s": [28.41], "mm_warmup_s": [16.465]}
+    assert run["phases"]["rollout"] == 180  # the servers' lines leave verl's phases as they were
+    assert run["rollout_split"] == {"server_process": 37, "engine_process": 54, "worker_process": 31,
+                                    "engine_init": 30, "api_server": 26, "handoff": 2}
+    assert sum(run["rollout_split"].values()) == run["phases"]["rollout"]
+    plain = startup_split.startup_split("\n".join(["=== rl-grpo (06:37:30) ===", *run_lines(37)]))[0]
+    assert "vllm" not in plain and "rollout_split" not in plain
+
+
+def test_a_server_line_missing_from_the_rollout_split_leaves_its_phase_to_the_next():
+    lines = run_lines(37)
+    lines[4:4] = [line for line in server_lines() if "Starting to load model" not in line]
+    (run,) = startup_split.startup_split("\n".join(["=== rl-grpo (06:37:30) ===", *lines]))
+    assert "worker_process" not in run["rollout_split"] and run["rollout_split"]["engine_init"] == 61
+    assert sum(run["rollout_split"].values()) == run["phases"]["rollout"]
 
 
 def test_a_runs_own_log_starts_at_its_first_timestamped_line():
