@@ -262,13 +262,16 @@ def parameter_counts(model_dir: Path) -> dict[str, int] | None:
     return {"params": total, "embedding_params": embedding}
 
 
-def games(data_dir: Path, seed: int) -> dict[str, Any]:
-    """Games per split: the rows of the RL parquet files."""
+def games(work: Path, seed: int, rl_games: str) -> dict[str, Any]:
+    """Games per split: the rows of the RL parquet files (the training games' from WORK/data_fresh for fresh ones,
+    which SFT never learned from)."""
     import pandas as pd
 
-    counts = {split: len(pd.read_parquet(data_dir / f"{split}.parquet", columns=["data_source"]))
-              for split in ("train", *SPLITS) if (data_dir / f"{split}.parquet").exists()}
-    return {**counts, "seed": seed}
+    files = {"train": work / ("data_fresh" if rl_games == "fresh" else "data") / "train.parquet",
+             **{split: work / "data" / f"{split}.parquet" for split in SPLITS}}
+    counts = {split: len(pd.read_parquet(path, columns=["data_source"]))
+              for split, path in files.items() if path.exists()}
+    return {**counts, "seed": seed, "rl_games": rl_games}
 
 
 def plot(runs: list[dict[str, Any]], sft_level: dict[str, float], path: Path) -> None:
@@ -392,6 +395,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the demonstrations SFT learned from (the recipe's SFT_SOURCE)")
     parser.add_argument("--temperature", type=float, required=True)
     parser.add_argument("--games-seed", type=int, default=0)
+    parser.add_argument("--rl-games", choices=("demonstrated", "fresh"), default="demonstrated",
+                        help="the RL runs' training games (the recipe's RL_GAMES)")
     parser.add_argument("--command", default=" ".join(sys.argv))
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--table", type=Path, help="also write each run's per-iteration table to this text file")
@@ -429,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
         "stage_seconds": {p.name: int(p.read_text()) for p in sorted(stage_dir.glob("*"))} if stage_dir.is_dir()
         else {},
         "model": {"preset": args.preset, **((parameter_counts(args.model) if args.model else None) or {})},
-        "games": games(args.work / "data", args.games_seed),
+        "games": games(args.work, args.games_seed, args.rl_games),
         "sft": {"source": args.sft_source, "train_rows": sft_rows(args.work / "data" / "sft"),
                 **sft_selection(args.work / "sft_selection.json"),
                 "checkpoint_sha256": sft_checkpoints(args.sft_model),

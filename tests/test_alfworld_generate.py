@@ -245,11 +245,24 @@ def test_an_interrupted_write_keeps_the_earlier_file(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["game.tw-pddl", "traj_data.json"]
 
 
+def test_train_start_makes_the_training_games_an_earlier_tree_does_not_hold(tmp_path, stand_in_games):
+    """--train 2 --train-start 2 writes training games 2 and 3, as a tree of 4 holds them; validation from 0."""
+    run(tmp_path / "first4", "--train", "4", "--valid-seen", "1")
+    run(tmp_path / "next2", "--train", "2", "--train-start", "2", "--valid-seen", "1")
+    first4, next2 = files_under(tmp_path / "first4"), files_under(tmp_path / "next2")
+    trials = sorted({pathlib.Path(name).parent.name for name in next2 if name.startswith("json_2.1.1/train/")})
+    assert trials == ["trial_T0_000002", "trial_T0_000003"]
+    assert all(first4[name] == content for name, content in next2.items())
+    assert [name for name in next2 if "/valid_seen/" in name and "trial_T0_000000" in name]
+
+
 def test_bad_arguments_raise_value_error(tmp_path):
     with pytest.raises(ValueError, match="split"):
         generate_game("test", 0, seed=0)
     with pytest.raises(ValueError, match="counts"):
         generate(str(tmp_path), {"train": -1}, seed=0, workers=1)
+    with pytest.raises(ValueError, match="train-start"):
+        generate(str(tmp_path), {"train": 1}, seed=0, workers=1, train_start=-1)
 
 
 def test_floor_plan_partition_and_task_rooms():

@@ -114,7 +114,7 @@ def test_comparison_reads_the_last_point_every_run_reached_never_the_best(tmp_pa
     assert (out / "learning_h200.png").stat().st_size > 0
     assert result["gpu"] == "h200" and result["eval"] == {"temperature": 0.4}
     assert result["stage_seconds"] == {"sft": 321}
-    assert result["games"] == {"train": 6, "valid_seen": 3, "valid_unseen": 2, "seed": 0}
+    assert result["games"] == {"train": 6, "valid_seen": 3, "valid_unseen": 2, "seed": 0, "rl_games": "demonstrated"}
     assert result["sft"]["valid_unseen"] == pytest.approx(0.2) and result["sft"]["epochs"] == 3
     assert result["sft"]["valid_seen_loss"] == 1.49 and result["sft"]["checkpoint_sha256"] == "cc33"
     assert result["sft"]["train_rows"] == {"expert": 5, "relabeled": 2}
@@ -345,3 +345,11 @@ def test_the_iteration_table_has_a_row_per_logged_iteration_and_dashes_where_non
     assert rows[1][columns["vu"]] == "-" and rows[0][columns["succ"]] == "-"
     assert rows[2][-1] == "-"  # no timing logged
 
+
+def test_fresh_rl_games_are_counted_from_their_own_folder(tmp_path):
+    """RL_GAMES=fresh: the training games are WORK/data_fresh's, the validation games WORK/data's."""
+    for folder, split, count in (("data", "train", 6), ("data", "valid_unseen", 2), ("data_fresh", "train", 9)):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        pd.DataFrame({"data_source": [split] * count}).to_parquet(tmp_path / folder / f"{split}.parquet")
+    assert learning.games(tmp_path, 0, "fresh") == {"train": 9, "valid_unseen": 2, "seed": 0, "rl_games": "fresh"}
+    assert learning.games(tmp_path, 1, "demonstrated")["train"] == 6

@@ -1,8 +1,9 @@
 """`tests/gpu/run_all.sh`'s learn-rl stage joins the runs carried in from an earlier machine for its estimator and
 seeds, and refuses one of its estimator's runs whose seed it does not run (LEARN_SEEDS defaults to 0: a carried
 seed-2 run would otherwise be left behind while seed 0 starts afresh), unless the lane is told to start afresh
-beside them (LEARN_CONTINUE=0). The stage's function runs alone here, with
-`python3` stubbed to print what it was asked."""
+beside them (LEARN_CONTINUE=0); it links the node's shared games into the lane's work, data_fresh too for the
+recipe's RL_GAMES=fresh. The stage's function runs alone here, with `python3` stubbed to print what it was
+asked."""
 from __future__ import annotations
 
 import os
@@ -38,3 +39,26 @@ def test_a_side_lane_starts_afresh_beside_carried_runs(tmp_path: Path) -> None:
     assert done.stdout.splitlines()[0] == (f"python3 -m molmo_agent.models.checkpoint_parts join "
                                            f"{tmp_path}/acc-sft {tmp_path}/work/sft_model")
     assert done.returncode == 1
+
+
+# Past the checkpoints: the games stage and the runs stubbed, the shared games made as carried_data and the
+# recipe's games stage would (the real ones are tested with the recipe)
+LEARN_RL_DATA = ('python3() { echo "python3 $*"; }; timeout() { echo "timeout $*"; }; '
+                 'carried_data() { mkdir -p "$1/data/games"; }; '
+                 'bash() { [ "$RL_GAMES" = fresh ] && mkdir -p "$WORK/data_fresh"; echo "bash $*"; }; '
+                 'eval "$(sed -n "/^learn_rl() {/,/^}/p" tests/gpu/run_all.sh)"; learn_rl')
+
+
+def test_the_lanes_share_the_nodes_games_and_fresh_ones_when_asked(tmp_path: Path) -> None:
+    shared = tmp_path / "alfworld_learning_games"
+    for lane, rl_games in (("a", "demonstrated"), ("b", "fresh")):
+        work = tmp_path / f"work-{lane}"
+        env = {**os.environ, "HOME": str(tmp_path), "LEARN_ESTIMATOR": "gigpo", "LEARN_WORK": str(work),
+               "LEARN_GAMES_WORK": str(shared), "OUT": str(tmp_path / "out"), "RL_GAMES": rl_games}
+        (tmp_path / "out").mkdir(exist_ok=True)
+        done = subprocess.run(["bash", "-c", LEARN_RL_DATA], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert (work / "data").resolve() == shared / "data"
+        assert (work / "data_fresh").is_symlink() is (rl_games == "fresh")
+    assert (tmp_path / "work-b" / "data_fresh").resolve() == shared / "data_fresh"

@@ -91,6 +91,39 @@ def test_the_defaults_are_the_recorded_runs_setting(model_dir, data_dir, tmp_pat
     assert config.env.reward_invalid_penalty == 0.1  # GRPO's, through its episode return
 
 
+def test_fresh_rl_games_train_on_their_own_file_and_validate_as_before(model_dir, data_dir, tmp_path):
+    work = dry_work(tmp_path, model_dir, data_dir)
+    env = {key: value for key, value in os.environ.items() if key != "MODEL_PATH"}
+    env.update(WORK=str(work), DRY_RUN="1", PYTHON=sys.executable, SEEDS="0", RL_GAMES="fresh")
+    missing = subprocess.run(["bash", str(RECIPE), "rl-gigpo"], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode != 0 and "data_fresh/train.parquet is missing" in missing.stderr
+    (work / "data_fresh").mkdir()
+    shutil.copy(data_dir / "train.parquet", work / "data_fresh" / "train.parquet")
+    dry_run(work, "rl-gigpo", SEEDS="0", RL_GAMES="fresh")
+    config = OmegaConf.load(work / "runs" / "gigpo_seed0" / "config.yaml")
+    assert config.data.train_files == str(work / "data_fresh" / "train.parquet")
+    assert list(config.data.val_files) == [str(work / "data" / f"{split}.parquet")
+                                           for split in ("valid_seen", "valid_unseen")]
+    dry_run(work, "rl-grpo", SEEDS="0")  # the default trains on the demonstrated games
+    config = OmegaConf.load(work / "runs" / "grpo_seed0" / "config.yaml")
+    assert config.data.train_files == str(work / "data" / "train.parquet")
+    env["RL_GAMES"] = "unseen"
+    wrong = subprocess.run(["bash", str(RECIPE), "rl-gigpo"], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert wrong.returncode == 2 and "RL_GAMES must be demonstrated or fresh, not 'unseen'" in wrong.stderr
+
+
+def test_the_games_stage_makes_fresh_games_after_the_demonstrated_ones(model_dir, data_dir, tmp_path):
+    """GAMES_TRAIN=2 with RL_GAMES=fresh: training games 2 and 3 of the seed, none of the demonstrated 0 and 1."""
+    import pandas as pd
+
+    work = dry_work(tmp_path, model_dir, data_dir)
+    dry_run(work, "games", GAMES_TRAIN="2", RL_GAMES="fresh")
+    rows = pd.read_parquet(work / "data_fresh" / "train.parquet")
+    assert sorted(pathlib.Path(info["game"]).parent.name for info in rows.extra_info) == [
+        "trial_T0_000002", "trial_T0_000003"]
+    assert not (work / "data_fresh" / "valid_unseen.parquet").exists()
+
+
 def test_a_named_model_keeps_the_configs_batch_shape(model_dir, data_dir, tmp_path):
     work = dry_work(tmp_path, model_dir, data_dir)
     dry_run(work, "rl-gigpo", SEEDS="0", MODEL_PATH=str(model_dir))

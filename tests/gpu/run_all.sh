@@ -20,7 +20,8 @@
 #          next machine; work in LEARN_WORK ($HOME/alfworld_learning[-LANE]), logs and JSON to $OUT      ~15 min
 #          Games and SFT rows made on another machine skip their stages: carried into LEARN_DATA ($HOME/acc-data)
 #          as games.tar.xz (a folder `games`, the recipe's data/games) and sft/<split>.parquet, both learn stages
-#          use them (the node's cores made 1100 games in 194 s; carried, they unpack in seconds).
+#          use them (the node's cores made 1100 games in 194 s; carried, they unpack in seconds); with the recipe's
+#          RL_GAMES=fresh, games_fresh.tar.xz (a folder `games`: generate --train-start) is its data_fresh/games.
 #          LEARN_SFT_EVAL=0 skips sft-eval when RL runs follow on the same node: their iteration-0 validations
 #          measure the SFT level at the same temperature, and the 5-7 min of the evaluation's own launch are saved
 #   learn-rl   the learning recipe's RL runs of one estimator (LEARN_ESTIMATOR: gigpo or grpo; seeds LEARN_SEEDS,
@@ -87,6 +88,9 @@ carried_data() {  # carried_data WORK: games (and SFT rows) made on another mach
     tar -xJf "$data/games.tar.xz" -C "$1/data" || return 1
   fi
   if [ -d "$data/sft" ] && [ ! -d "$1/data/sft" ]; then cp -r "$data/sft" "$1/data/sft" || return 1; fi
+  if [ -f "$data/games_fresh.tar.xz" ] && [ ! -d "$1/data_fresh/games" ]; then  # the recipe's RL_GAMES=fresh tree
+    mkdir -p "$1/data_fresh" && tar -xJf "$data/games_fresh.tar.xz" -C "$1/data_fresh" || return 1
+  fi
 }
 learn_sft() {  # the recipe's stages up to the SFT checkpoint's evaluation, then its parts
   local status=0
@@ -143,12 +147,16 @@ learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under t
   { flock 9 && { [ -f "$LEARN_WORK/sft_model/config.json" ] ||
     python3 -m molmo_agent.models.checkpoint_parts join "${LEARN_SFT_PARTS:-$HOME/acc-sft}" "$LEARN_WORK/sft_model"; }
   } 9> "$LEARN_WORK/sft_model.lock" || return 1
-  # The games and parquet files, made once on the node for every lane (the first lane makes them, the others wait)
-  if [ ! -e "$LEARN_WORK/data" ]; then
+  # The games and parquet files, made once on the node for every lane (the first lane makes them, the others wait):
+  # data/, and data_fresh/ for RL_GAMES=fresh
+  local folder folders=(data)
+  [ "${RL_GAMES:-demonstrated}" = fresh ] && folders+=(data_fresh)
+  for folder in "${folders[@]}"; do
+    [ -e "$LEARN_WORK/$folder" ] && continue
     { flock 9 && carried_data "$LEARN_GAMES_WORK" && WORK=$LEARN_GAMES_WORK bash recipes/alfworld_learning/run.sh games
     } 9> "$LEARN_GAMES_WORK.lock" &&
-      ln -s "$LEARN_GAMES_WORK/data" "$LEARN_WORK/data" || return 1
-  fi
+      ln -s "$LEARN_GAMES_WORK/$folder" "$LEARN_WORK/$folder" || return 1
+  done
   WORK=$LEARN_WORK SEEDS=${LEARN_SEEDS:-0} timeout "${LEARN_RL_S:-1380}" \
     bash recipes/alfworld_learning/run.sh games "rl-$LEARN_ESTIMATOR" || status=$?
   for log in "$LEARN_WORK"/runs/*/train.log; do

@@ -204,14 +204,18 @@ def _swap_in(staging: str, root: str) -> None:
         os.replace(staging, root)  # a missing or empty ROOT
 
 
-def generate(root: str, counts: dict[str, int], seed: int, workers: int, overwrite: bool = False) -> list[Game]:
+def generate(root: str, counts: dict[str, int], seed: int, workers: int, overwrite: bool = False,
+             train_start: int = 0) -> list[Game]:
     """Generate counts[split] games per split over `workers` processes into ROOT; the games read back from it.
+    The training games are indices train_start onward: a later start makes games disjoint from an earlier tree's.
 
     ROOT must be missing or empty unless `overwrite`, which replaces a tree of ours as a whole (see the module
     docstring). ROOT changes only once the new tree is complete and reads back as `counts` games per split.
     """
     if any(n < 0 for n in counts.values()) or set(counts) - set(SPLITS):
         raise ValueError(f"counts must map splits {SPLITS} to non-negative numbers, got {counts}")
+    if train_start < 0:
+        raise ValueError(f"--train-start must be a non-negative game index, got {train_start}")
     _check_out(root, overwrite)
     root = os.path.realpath(root)  # a link to ROOT keeps pointing at the new tree
     os.makedirs(os.path.dirname(root), exist_ok=True)
@@ -220,7 +224,9 @@ def generate(root: str, counts: dict[str, int], seed: int, workers: int, overwri
     os.mkdir(staging)
     try:
         write_logic(staging)
-        jobs = [(split, i, seed, staging) for split in SPLITS for i in range(counts.get(split, 0))]
+        first = {"train": train_start}
+        jobs = [(split, i, seed, staging) for split in SPLITS
+                for i in range(first.get(split, 0), first.get(split, 0) + counts.get(split, 0))]
         with tqdm(total=len(jobs), desc="alfworld games", unit="game") as bar, \
                 (ProcessPoolExecutor(workers) if workers > 1 else nullcontext()) as pool:
             for _ in pool.map(_generate_and_write, jobs, chunksize=2) if pool else map(_generate_and_write, jobs):
@@ -243,6 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the game tree already in --out as a whole (never merged with the new games)")
     parser.add_argument("--train", type=int, default=0)
+    parser.add_argument("--train-start", type=int, default=0,
+                        help="index of the first training game: --train 1000 --train-start 1000 makes 1000 games "
+                             "that a tree of --train 1000 (same seed) does not hold")
     parser.add_argument("--valid-seen", type=int, default=0)
     parser.add_argument("--valid-unseen", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
@@ -251,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     counts = {"train": args.train, "valid_seen": args.valid_seen, "valid_unseen": args.valid_unseen}
     start = time.perf_counter()
     try:
-        games = generate(args.out, counts, args.seed, args.workers, args.overwrite)
+        games = generate(args.out, counts, args.seed, args.workers, args.overwrite, args.train_start)
     except ValueError as error:
         raise SystemExit(str(error)) from None
     on_disk = Counter(game.split for game in games)
