@@ -51,12 +51,13 @@ FIRST_TRAINED_ITERATION = 2  # iteration 1's rollouts come from the SFT weights:
 
 def learning_curve(log: str, episodes_per_iteration: int) -> list[dict[str, Any]]:
     """One point per validation of `log`: {"iteration", "env_steps", "episodes", "train_success",
-    "valid_seen", "valid_unseen"} (train_success None at iteration 0, which trained nothing)."""
+    "train_success_mean", "valid_seen", "valid_unseen"}: train_success is that iteration's, train_success_mean the
+    mean over the iterations since the previous validation (both None at iteration 0, which trained nothing)."""
     steps = logged_steps(log)
     validations = validation_points(log)
     if 0 not in validations:
         raise ValueError("the log has no validation before training (step 0): run with trainer.val_before_train=True")
-    curve = []
+    curve, previous = [], 0
     for iteration in sorted(validations):
         metrics = steps[iteration]
         if "env/cumulative_steps" not in metrics:
@@ -65,10 +66,14 @@ def learning_curve(log: str, episodes_per_iteration: int) -> list[dict[str, Any]
         missing = [split for split in SPLITS if split not in validations[iteration]]
         if missing:
             raise ValueError(f"iteration {iteration}'s validation has no success for {missing}")
+        window = [steps[i]["env/success_rate"] for i in range(previous + 1, iteration + 1)
+                  if "env/success_rate" in steps.get(i, {})]
         curve.append({"iteration": iteration, "env_steps": int(metrics["env/cumulative_steps"]),
                       "episodes": iteration * episodes_per_iteration,
                       "train_success": metrics.get("env/success_rate") if iteration > 0 else None,
+                      "train_success_mean": float(np.mean(window)) if window else None,
                       **{split: validations[iteration][split]["success"] for split in SPLITS}})
+        previous = iteration
     return curve
 
 

@@ -55,6 +55,8 @@ def test_curve_counts_played_actions_and_starts_at_the_sft_validation():
     assert [p["env_steps"] for p in curve] == [0, 70, 150]
     assert [p["episodes"] for p in curve] == [0, 8, 16]
     assert curve[0]["train_success"] is None and curve[2]["train_success"] == pytest.approx(0.4)
+    # iterations 1-2 and 3-4 trained at 0.1 x the iteration
+    assert [p["train_success_mean"] for p in curve] == [None, pytest.approx(0.15), pytest.approx(0.35)]
     assert [p["valid_unseen"] for p in curve] == [0.2, 0.3, 0.8]
     assert [p["valid_seen"] for p in curve] == [0.1, 0.15, 0.4]
 
@@ -69,6 +71,7 @@ def test_a_validation_lost_to_a_stop_and_repeated_on_resume_keeps_its_steps():
         "env/cumulative_steps": 150}, step=4) + "\n")
     curve = learning.learning_curve(first + resumed, B * G)
     assert [(p["iteration"], p["env_steps"], p["episodes"]) for p in curve] == [(0, 0, 0), (2, 70, 8), (4, 150, 16)]
+    assert curve[2]["train_success_mean"] == pytest.approx(0.3)  # iteration 4's rollouts were lost with its line
     with pytest.raises(ValueError, match="iteration 2's validation logged no env/cumulative_steps"):
         learning.learning_curve(first.replace("env/cumulative_steps:70", "x:70"), B * G)
 
