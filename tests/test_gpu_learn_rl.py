@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LEARN_RL = ('python3() { echo "python3 $*"; return 1; }; '
-            'eval "$(sed -n "/^learn_rl() {/,/^}/p" tests/gpu/run_all.sh)"; learn_rl')
+RUN_LEARN_RL = 'eval "$(sed -n "/^learn_rl() {/,/^}/p" tests/gpu/run_all.sh)"; learn_rl'
+LEARN_RL = 'python3() { echo "python3 $*"; return 1; }; ' + RUN_LEARN_RL
 
 
 def learn_rl(home: Path, seeds: str, **variables: str) -> subprocess.CompletedProcess:
@@ -45,8 +45,7 @@ def test_a_side_lane_starts_afresh_beside_carried_runs(tmp_path: Path) -> None:
 # recipe's games stage would (the real ones are tested with the recipe)
 LEARN_RL_DATA = ('python3() { echo "python3 $*"; }; timeout() { echo "timeout $*"; }; '
                  'carried_data() { mkdir -p "$1/data/games"; }; '
-                 'bash() { [ "$RL_GAMES" = fresh ] && mkdir -p "$WORK/data_fresh"; echo "bash $*"; }; '
-                 'eval "$(sed -n "/^learn_rl() {/,/^}/p" tests/gpu/run_all.sh)"; learn_rl')
+                 'bash() { [ "$RL_GAMES" = fresh ] && mkdir -p "$WORK/data_fresh"; echo "bash $*"; }; ' + RUN_LEARN_RL)
 
 
 def test_the_lanes_share_the_nodes_games_and_fresh_ones_when_asked(tmp_path: Path) -> None:

@@ -224,9 +224,9 @@ def generate(root: str, counts: dict[str, int], seed: int, workers: int, overwri
     os.mkdir(staging)
     try:
         write_logic(staging)
-        first = {"train": train_start}
+        starts = {split: train_start if split == "train" else 0 for split in SPLITS}
         jobs = [(split, i, seed, staging) for split in SPLITS
-                for i in range(first.get(split, 0), first.get(split, 0) + counts.get(split, 0))]
+                for i in range(starts[split], starts[split] + counts.get(split, 0))]
         with tqdm(total=len(jobs), desc="alfworld games", unit="game") as bar, \
                 (ProcessPoolExecutor(workers) if workers > 1 else nullcontext()) as pool:
             for _ in pool.map(_generate_and_write, jobs, chunksize=2) if pool else map(_generate_and_write, jobs):
