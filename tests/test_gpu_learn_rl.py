@@ -2,8 +2,8 @@
 seeds, and refuses one of its estimator's runs whose seed it does not run (LEARN_SEEDS defaults to 0: a carried
 seed-2 run would otherwise be left behind while seed 0 starts afresh), unless the lane is told to start afresh
 beside them (LEARN_CONTINUE=0); it links the node's shared games into the lane's work, data_fresh too for the
-recipe's RL_GAMES=fresh. The stage's function runs alone here, with `python3` stubbed to print what it was
-asked."""
+recipe's RL_GAMES=fresh; it brings back its own runs' logs and validation episodes only. The stage's function
+runs alone here, with `python3` stubbed to print what it was asked."""
 from __future__ import annotations
 
 import os
@@ -61,3 +61,22 @@ def test_the_lanes_share_the_nodes_games_and_fresh_ones_when_asked(tmp_path: Pat
         assert (work / "data").resolve() == shared / "data"
         assert (work / "data_fresh").is_symlink() is (rl_games == "fresh")
     assert (tmp_path / "work-b" / "data_fresh").resolve() == shared / "data_fresh"
+
+
+def test_a_lane_brings_back_its_own_runs_only(tmp_path: Path) -> None:
+    """Lanes that share LEARN_WORK (each reads the SFT checkpoint a learn-sft lane left there) each copy and dump
+    their own runs: another lane's run may still be training, and every dump costs the machine's last seconds."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    for run in ("gigpo_seed0", "gigpo_seed1", "grpo_seed0"):
+        (work / "runs" / run / "validation").mkdir(parents=True)
+        (work / "runs" / run / "train.log").write_text(run)
+    out.mkdir()
+    env = {**os.environ, "HOME": str(tmp_path), "LEARN_ESTIMATOR": "gigpo", "LEARN_SEEDS": "1", "LEARN_WORK": str(work),
+           "LEARN_GAMES_WORK": str(tmp_path / "games"), "OUT": str(out)}
+    done = subprocess.run(["bash", "-c", LEARN_RL_DATA], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in out.glob("*.log")) == ["gigpo_seed1.log"]
+    assert (out / "gigpo_seed1.log").read_text() == "gigpo_seed1"
+    dumps = [line for line in done.stdout.splitlines() if "validation_dump" in line]
+    assert dumps == [f"python3 -m molmo_agent.integrations.verl.validation_dump {work}/runs/gigpo_seed1/validation "
+                     f"--out {out}/gigpo_seed1_episodes.jsonl.gz"]

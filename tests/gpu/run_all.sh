@@ -130,7 +130,7 @@ ray_job() {  # e2e.sh's runs as jobs of a Ray cluster started here, as a user's 
   [ $status -eq 0 ] && echo "PASS ray-job: $(tail -1 "$OUT/e2e_check_alfworld.txt")"
 }
 learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under the stage's time limit
-  local status=0 log run
+  local status=0 run seed parts
   case ${LEARN_ESTIMATOR:-} in gigpo | grpo) ;; *) echo "learn-rl: set LEARN_ESTIMATOR to gigpo or grpo"; return 2 ;; esac
   mkdir -p "$LEARN_WORK"
   for parts in "$HOME"/acc-run-*/; do  # this lane's runs continued from an earlier machine's checkpoint
@@ -159,11 +159,12 @@ learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under t
   done
   WORK=$LEARN_WORK SEEDS=${LEARN_SEEDS:-0} timeout "${LEARN_RL_S:-1380}" \
     bash recipes/alfworld_learning/run.sh games "rl-$LEARN_ESTIMATOR" || status=$?
-  for log in "$LEARN_WORK"/runs/*/train.log; do
-    run=$(dirname "$log")
-    cp "$log" "$OUT/$(basename "$run").log"
-    [ -d "$run/validation" ] && python3 -m molmo_agent.integrations.verl.validation_dump "$run/validation" \
-      --out "$OUT/$(basename "$run")_episodes.jsonl.gz"
+  for seed in ${LEARN_SEEDS:-0}; do  # this lane's runs only: lanes sharing LEARN_WORK each bring back their own
+    run=${LEARN_ESTIMATOR}_seed$seed
+    [ -f "$LEARN_WORK/runs/$run/train.log" ] || continue
+    cp "$LEARN_WORK/runs/$run/train.log" "$OUT/$run.log"
+    [ -d "$LEARN_WORK/runs/$run/validation" ] && python3 -m molmo_agent.integrations.verl.validation_dump \
+      "$LEARN_WORK/runs/$run/validation" --out "$OUT/${run}_episodes.jsonl.gz"
   done
   grep -H . "$LEARN_WORK"/stage_seconds/* > "$OUT/learn_stage_seconds.txt" 2>/dev/null
   # the time limit ends a run early by design: its curve holds the validations it reached
