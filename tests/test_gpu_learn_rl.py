@@ -2,7 +2,7 @@
 seeds, and refuses one of its estimator's runs whose seed it does not run (LEARN_SEEDS defaults to 0: a carried
 seed-2 run would otherwise be left behind while seed 0 starts afresh), unless the lane is told to start afresh
 beside them (LEARN_CONTINUE=0); it links the node's shared games into the lane's work, data_fresh too for the
-recipe's RL_GAMES=fresh; it brings back its own runs' logs and validation episodes only. The stage's function
+recipe's RL_GAMES=fresh; it brings back (and exports) its own runs only. The stage's function
 runs alone here, with `python3` stubbed to print what it was asked."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN_LEARN_RL = 'eval "$(sed -n "/^learn_rl() {/,/^}/p" tests/gpu/run_all.sh)"; learn_rl'
+RUN_LEARN_RL = 'eval "$(sed -n "/^learn_rl_export() {/,/^}/p; /^learn_rl() {/,/^}/p" tests/gpu/run_all.sh)"; learn_rl'
 LEARN_RL = 'python3() { echo "python3 $*"; return 1; }; ' + RUN_LEARN_RL
 
 
@@ -64,15 +64,18 @@ def test_the_lanes_share_the_nodes_games_and_fresh_ones_when_asked(tmp_path: Pat
 
 
 def test_a_lane_brings_back_its_own_runs_only(tmp_path: Path) -> None:
-    """Lanes that share LEARN_WORK (each reads the SFT checkpoint a learn-sft lane left there) each copy and dump
-    their own runs: another lane's run may still be training, and every dump costs the machine's last seconds."""
+    """Lanes that share LEARN_WORK (each reads the SFT checkpoint a learn-sft lane left there) each copy, dump and
+    export their own runs: another lane's run may still be training, and every dump or export costs the machine's
+    last seconds."""
     work, out = tmp_path / "work", tmp_path / "out"
     for run in ("gigpo_seed0", "gigpo_seed1", "grpo_seed0"):
         (work / "runs" / run / "validation").mkdir(parents=True)
         (work / "runs" / run / "train.log").write_text(run)
+        (work / "runs" / run / "ckpt" / "global_step_3").mkdir(parents=True)
+        (work / "runs" / run / "ckpt" / "latest_checkpointed_iteration.txt").write_text("3")
     out.mkdir()
     env = {**os.environ, "HOME": str(tmp_path), "LEARN_ESTIMATOR": "gigpo", "LEARN_SEEDS": "1", "LEARN_WORK": str(work),
-           "LEARN_GAMES_WORK": str(tmp_path / "games"), "OUT": str(out)}
+           "LEARN_GAMES_WORK": str(tmp_path / "games"), "OUT": str(out), "LEARN_EXPORT": "1"}
     done = subprocess.run(["bash", "-c", LEARN_RL_DATA], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(p.name for p in out.glob("*.log")) == ["gigpo_seed1.log"]
@@ -80,3 +83,6 @@ def test_a_lane_brings_back_its_own_runs_only(tmp_path: Path) -> None:
     dumps = [line for line in done.stdout.splitlines() if "validation_dump" in line]
     assert dumps == [f"python3 -m molmo_agent.integrations.verl.validation_dump {work}/runs/gigpo_seed1/validation "
                      f"--out {out}/gigpo_seed1_episodes.jsonl.gz"]
+    splits = [line for line in done.stdout.splitlines() if "checkpoint_parts split" in line]
+    assert splits == [f"python3 -m molmo_agent.models.checkpoint_parts split {work}/export-staging-gigpo_seed1 "
+                      f"{work}/export/gigpo_seed1"]

@@ -107,11 +107,12 @@ json.load(open(sys.argv[1]))['splits'].items()})" "$LEARN_WORK/sft_eval.json")
     cp "$LEARN_WORK/sft_parts/SHA256SUMS" "$OUT/sft_parts_SHA256SUMS" &&
     echo "PASS learn-sft: SFT success $success, parts in $LEARN_WORK/sft_parts"
 }
-learn_rl_export() {  # learn_rl_export [ESTIMATOR]: each run's (of one estimator's) latest checkpoint in parts
+learn_rl_export() {  # learn_rl_export [RUN...]: each named run's (default: every run's) latest checkpoint in parts
   local ckpt step run staged
-  for ckpt in "$LEARN_WORK"/runs/${1:-*}_seed*/ckpt; do
+  [ $# -gt 0 ] || set -- $(ls "$LEARN_WORK/runs" 2>/dev/null)
+  for run in "$@"; do
+    ckpt=$LEARN_WORK/runs/$run/ckpt staged=$LEARN_WORK/export-staging-$run
     step=$(cat "$ckpt/latest_checkpointed_iteration.txt" 2>/dev/null) || continue
-    run=$(basename "$(dirname "$ckpt")") staged=$LEARN_WORK/export-staging-$run
     rm -rf "$staged" "$LEARN_WORK/export/$run" && mkdir -p "$staged"
     cp -r "$ckpt/global_step_$step" "$ckpt/latest_checkpointed_iteration.txt" "$staged/" &&
       python3 -m molmo_agent.models.checkpoint_parts split "$staged" "$LEARN_WORK/export/$run" || return 1
@@ -130,8 +131,10 @@ ray_job() {  # e2e.sh's runs as jobs of a Ray cluster started here, as a user's 
   [ $status -eq 0 ] && echo "PASS ray-job: $(tail -1 "$OUT/e2e_check_alfworld.txt")"
 }
 learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under the stage's time limit
-  local status=0 run seed parts
+  local status=0 run seed parts mine=()
   case ${LEARN_ESTIMATOR:-} in gigpo | grpo) ;; *) echo "learn-rl: set LEARN_ESTIMATOR to gigpo or grpo"; return 2 ;; esac
+  # this lane's runs: lanes sharing LEARN_WORK each bring back (and export) their own
+  for seed in ${LEARN_SEEDS:-0}; do mine+=("${LEARN_ESTIMATOR}_seed$seed"); done
   mkdir -p "$LEARN_WORK"
   for parts in "$HOME"/acc-run-*/; do  # this lane's runs continued from an earlier machine's checkpoint
     [ -d "$parts" ] && [ "${LEARN_CONTINUE:-1}" = 1 ] || continue  # 0: a side lane starts afresh beside them
@@ -159,8 +162,7 @@ learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under t
   done
   WORK=$LEARN_WORK SEEDS=${LEARN_SEEDS:-0} timeout "${LEARN_RL_S:-1380}" \
     bash recipes/alfworld_learning/run.sh games "rl-$LEARN_ESTIMATOR" || status=$?
-  for seed in ${LEARN_SEEDS:-0}; do  # this lane's runs only: lanes sharing LEARN_WORK each bring back their own
-    run=${LEARN_ESTIMATOR}_seed$seed
+  for run in "${mine[@]}"; do
     [ -f "$LEARN_WORK/runs/$run/train.log" ] || continue
     cp "$LEARN_WORK/runs/$run/train.log" "$OUT/$run.log"
     [ -d "$LEARN_WORK/runs/$run/validation" ] && python3 -m molmo_agent.integrations.verl.validation_dump \
@@ -170,7 +172,7 @@ learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under t
   # the time limit ends a run early by design: its curve holds the validations it reached
   [ $status -eq 0 ] || [ $status -eq 124 ] && echo "PASS learn-rl: $LEARN_ESTIMATOR runs ($([ $status -eq 124 ] &&
     echo 'stopped by LEARN_RL_S' || echo 'finished')), logs in $OUT" &&
-    { [ "${LEARN_EXPORT:-0}" = 0 ] || learn_rl_export "$LEARN_ESTIMATOR"; }
+    { [ "${LEARN_EXPORT:-0}" = 0 ] || learn_rl_export "${mine[@]}"; }
 }
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(tiny e2e 4b)
