@@ -15,6 +15,8 @@ tokens is a decode step. Its bound is the bytes a step must read — the decoder
 vision tower's, not the input table: a step looks up one row per sequence) and the KV cache at the steps' mean
 context — over the copy rate; `fraction_of_bound` is that bound's share of the measured step. `backend` names
 the attention backend vLLM picked for our Molmo2 (a multimodal prefix-LM: image blocks attend both ways).
+`decode_text_only`: the same on a second engine served as the ALFWorld trainer serves it (no pictures, plain
+causal attention: integrations/verl/text_only.py), where vLLM may pick another backend.
 Weight sync: the transformers model's bf16 state dict (the trainer's, on the same GPU: colocated) pushed into
 the running engine with verl 0.9.1's BucketedWeightSender / update_weights_from_ipc in 2 GB buckets (verl's
 default), timed end to end, best and median of --sync-repeats; the engine's parameters are checked byte for byte
@@ -35,6 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "gpu"))
 import vllm_harness as harness  # noqa: E402
+
+from molmo_agent.integrations.verl.text_only import TEXT_ONLY_ENGINE_KWARGS  # noqa: E402
 
 GOALS = {"vllm_over_hf": 15.0, "fraction_of_bound": 0.5, "sync_seconds": 1.0, "decode_fraction_of_bound": 0.8}
 DECODE_BATCHES = (32, 64, 256)
@@ -183,7 +187,7 @@ def main() -> None:
 
     llm = harness.start_engine(checkpoint, eager=False, memory=args.memory, max_len=args.prompt_len + args.new_tokens
                                + 16, max_num_seqs=max(args.batch, *DECODE_BATCHES),
-                               limit_mm_per_prompt={"image": 0, "video": 0})
+                               limit_mm_per_prompt=TEXT_ONLY_ENGINE_KWARGS["limit_mm_per_prompt"])
     vllm_runs, _ = vllm_generate(llm, prompts, args.new_tokens, args.repeats)
     vllm_seconds = statistics.median(vllm_runs)
     harness.log(f"vLLM generate: {['%.3f' % s for s in vllm_runs]} s, median {generated / vllm_seconds:.0f} tokens/s")
@@ -201,6 +205,15 @@ def main() -> None:
     harness.log(f"weight sync ({weight_bytes / 1e9:.2f} GB): {['%.3f' % s for s in sync_seconds]} s")
     changed = harness.differing(harness.weight_fingerprints(llm), fingerprints_before)
     _, answers_after = vllm_generate(llm, probe, 32)
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+    torch.cuda.empty_cache()
+
+    # served text-only as the ALFWorld trainer serves it: plain causal attention opens vLLM's other backends
+    llm = harness.start_engine(checkpoint, eager=False, memory=args.memory, max_len=args.prompt_len + args.new_tokens
+                               + 16, max_num_seqs=max(args.batch, *DECODE_BATCHES), **TEXT_ONLY_ENGINE_KWARGS)
+    decode_text_only = decode_steps(llm, parameter_bytes, text_config, args.prompt_len, args.new_tokens,
+                                    args.repeats, rate)
     llm.llm_engine.engine_core.shutdown()
 
     hf_rate, vllm_rate = generated / hf_seconds, generated / vllm_seconds
@@ -221,6 +234,7 @@ def main() -> None:
         "vllm": {"seconds": vllm_seconds, "tokens_per_s": vllm_rate, "seconds_of_each_run": vllm_runs},
         "vllm_over_hf": vllm_rate / hf_rate,
         "decode": decode,
+        "decode_text_only": decode_text_only,
         "bound_tokens_per_s": bound,
         "fraction_of_bound": vllm_rate / bound,
         "sync_seconds": {"all": sync_seconds, "best": min(sync_seconds), "median": statistics.median(sync_seconds)},
@@ -246,7 +260,9 @@ def main() -> None:
           f"weight-read bound (goal {100 * GOALS['fraction_of_bound']:.0f}%); weight sync median "
           f"{result['sync_seconds']['median']:.3f}s (goal < {GOALS['sync_seconds']}s); decode at batch 64 "
           f"{decode['ms_per_step']:.2f} ms/step, {100 * decode['fraction_of_bound']:.0f}% of its bytes-read bound "
-          f"(goal {100 * GOALS['decode_fraction_of_bound']:.0f}%, backend {decode['backend']}); parameters changed by "
+          f"(goal {100 * GOALS['decode_fraction_of_bound']:.0f}%, backend {decode['backend']}), served text-only "
+          f"{decode_text_only['ms_per_step']:.2f} ms/step, {100 * decode_text_only['fraction_of_bound']:.0f}% "
+          f"(backend {decode_text_only['backend']}); parameters changed by "
           f"syncing the same weights: {len(changed)} {changed[:4]}; greedy answers unchanged by the sync: "
           f"{result['sync_kept_answers']}, repeatable with no sync: {result['greedy_repeatable_without_sync']}; "
           f"wrote {out}", flush=True)

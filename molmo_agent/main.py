@@ -20,6 +20,7 @@ from verl.trainer.ppo.utils import need_critic, need_reference_policy
 from verl.utils.config import validate_config
 from verl.utils.device import auto_set_device
 
+from molmo_agent.integrations.verl.text_only import serve_text_only
 from molmo_agent.integrations.verl.validate import validate_training_config
 
 DRY_RUN_FLAG = "--dry-run"
@@ -31,9 +32,11 @@ hydra_main = hydra.main(config_path="config", config_name="alfworld_gigpo", vers
 
 
 def check_config(config: DictConfig) -> None:
-    """Our checks and verl's; a bad config ends the process with its one error (exit status 1)."""
+    """The device and text-only serving filled in, then our checks and verl's; a bad config ends the process with
+    its one error (exit status 1)."""
     auto_set_device(config)
     try:
+        serve_text_only(config)
         validate_training_config(config)
         validate_config(config=config, use_reference_policy=need_reference_policy(config),
                         use_critic=need_critic(config))

@@ -59,6 +59,8 @@ def test_launch_script_config_composes_and_validates(model_dir, data_dir):
     assert config.ray_kwargs.ray_init.runtime_env.env_vars.NCCL_NVLS_ENABLE == "0"
     assert "kv_cache_memory_bytes" not in config.actor_rollout_ref.rollout.engine_kwargs.vllm  # vLLM sizes it
     assert "compilation_config" not in config.actor_rollout_ref.rollout.engine_kwargs.vllm  # verl's: compiled
+    # ALFWorld shows no pictures: vLLM serves the model text-only (integrations/verl/text_only.py)
+    assert json.loads(config.actor_rollout_ref.rollout.engine_kwargs.vllm.hf_overrides) == {"is_mm_prefix_lm": False}
 
 
 def test_kv_cache_gb_fixes_vllms_kv_cache(model_dir, data_dir):

@@ -46,6 +46,7 @@ class EnvSpec:
     prompt: (observation text, info, history of (observation, action), history length) -> the step's prompt.
     parse_action: (the model's text, info) -> the action to play and whether it was well formed.
     anchor: (observation, info, step index) -> GiGPO's anchor state: equal anchors share a step group.
+    images: whether observations carry pictures; without them the rollout may serve the model text-only.
     """
 
     make: Callable[..., gymnasium.Env]
@@ -53,6 +54,7 @@ class EnvSpec:
     prompt: PromptBuilder = text_prompt
     parse_action: ActionParser = text_action
     anchor: Anchor = text_anchor
+    images: bool = False
 
 
 def env_names() -> list[str]:

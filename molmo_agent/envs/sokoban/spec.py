@@ -32,4 +32,5 @@ SPEC = EnvSpec(
     prompt=functools.partial(text_prompt, role=ROLE),
     parse_action=sokoban_action,
     anchor=image_anchor,
+    images=True,
 )

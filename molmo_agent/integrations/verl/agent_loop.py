@@ -43,9 +43,10 @@ from molmo_agent.integrations.verl import steps
 logger = logging.getLogger(__name__)
 
 AGENT_NAME = "env_agent"
-# The `env.*` keys the loop itself reads; every other key is a knob of the selected environment (`EnvSpec.knobs`).
+# The `env.*` keys the loop itself reads, and serve_text_only (text_only.py's); every other key is a knob of the
+# selected environment (`EnvSpec.knobs`).
 LOOP_KEYS = frozenset({"env_name", "max_steps", "history_length", "pool_size", "workers_per_pool",
-                       "resources_per_worker", "reward_invalid_penalty", "require_admissible"})
+                       "resources_per_worker", "reward_invalid_penalty", "require_admissible", "serve_text_only"})
 UNKNOWN_TASK_TYPE = "unknown"
 
 
