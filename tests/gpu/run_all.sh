@@ -44,14 +44,14 @@
 #                  BENCH_E2E_ARGS=actor_rollout_ref.ref.fsdp_config.model_dtype=fp32 tests/gpu/run_all.sh bench-e2e
 #   bench-e2e-sokoban  bench-e2e on visual Sokoban (B=8, G=4, 15 steps, one picture a step): stage times and
 #                  image tokens per step -> bench/results/e2e_sokoban_<gpu>.json
-#   bench-e2e-rows bench-e2e seven times, a row each: verl's behaviour, then our speed changes added one by one
+#   bench-e2e-rows bench-e2e eight times, a row each: verl's behaviour, then our speed changes added one by one
 #                  (chunked log-probs, bf16 reference, reference on the GPU, chunked entropy, response positions
-#                  only, micro-batches sorted by length); ~15 min a row; BENCH_E2E_ROWS picks some (e.g. "1 2 3" on
-#                  one GPU's lane, "4 5 6 7" on the other's); rows 8 to 10, on top of row 7, run only when named:
-#                  packed sequences (verl's
+#                  only, micro-batches sorted by length, vLLM served text-only: row 8 is the launch defaults);
+#                  ~12-15 min a row; BENCH_E2E_ROWS picks some (e.g. "1 2 3 4" on one GPU's lane, "5 6 7 8" on the
+#                  other's); rows 9 to 12, on top of row 8, run only when named: packed sequences (verl's
 #                  use_remove_padding: no pad tokens in the actor's passes, response positions still scored alone)
 #                  on SDPA's dense mask, on flex attention's block mask, then with micro-batches by token count and
-#                  fused AdamW
+#                  fused AdamW; and row 8 without gradient checkpointing
 #   bench-overlap  bench/rollout_overlap.py: our agent loop vs a lock-step loop, 4b-shape, same games
 #   probe  bench/machine_probe.py: this machine's GEMM and copy rates, clocks, CPU speed -> $OUT/machine_probe.json
 #          (seconds; run it first, alone on the GPU, so that timings from two machines can be compared)
@@ -202,19 +202,23 @@ for stage in "${stages[@]}"; do
         ${BENCH_E2E_LABEL:+--label "$BENCH_E2E_LABEL"} ${BENCH_E2E_ARGS:-} ;;
     bench-e2e-rows) row_number=0
       ref32=actor_rollout_ref.ref.fsdp_config.model_dtype=fp32 packed=actor_rollout_ref.model.use_remove_padding=True
+      released=env.serve_text_only=False  # vLLM serves the checkpoint as released: prefix-LM attention
       flex=actor_rollout_ref.model.override_config.attn_implementation=flex_attention
       # micro-batches by token count (the log-prob passes follow the actor's), AdamW's fused kernel
       dynamic=actor_rollout_ref.actor.use_dynamic_bsz=True fused=actor_rollout_ref.actor.optim.override_optimizer_config={fused:true}
+      no_checkpointing=actor_rollout_ref.model.enable_gradient_checkpointing=False
       # label | MOLMO_AGENT_FAST_LOGPROBS, _FAST_ENTROPY, _REF_ON_GPU, _RESPONSE_LOGITS, _SORT_MICRO_BATCHES |
       # Hydra overrides
-      bench_inputs && for row in "baseline|0|0|0|0|0|$ref32" "chunked log-probs|1|0|0|0|0|$ref32" \
-                 "bf16 reference|1|0|0|0|0|" "reference on the GPU|1|0|1|0|0|" "chunked entropy|1|1|1|0|0|" \
-                 "response positions only|1|1|1|1|0|" "micro-batches sorted by length|1|1|1|1|1|" \
+      bench_inputs && for row in "baseline|0|0|0|0|0|$ref32 $released" "chunked log-probs|1|0|0|0|0|$ref32 $released" \
+                 "bf16 reference|1|0|0|0|0|$released" "reference on the GPU|1|0|1|0|0|$released" \
+                 "chunked entropy|1|1|1|0|0|$released" "response positions only|1|1|1|1|0|$released" \
+                 "micro-batches sorted by length|1|1|1|1|1|$released" "vLLM served text-only|1|1|1|1|1|" \
                  "packed sequences|1|1|1|1|1|$packed" "packed, flex attention|1|1|1|1|1|$packed $flex" \
-                 "packed, flex, dynamic batches, fused AdamW|1|1|1|1|1|$packed $flex $dynamic $fused"; do
+                 "packed, flex, dynamic batches, fused AdamW|1|1|1|1|1|$packed $flex $dynamic $fused" \
+                 "no gradient checkpointing|1|1|1|1|1|$no_checkpointing"; do
         IFS='|' read -r label fast entropy on_gpu responses sorted overrides <<< "$row"
         # BENCH_E2E_ROWS (e.g. "1 2"): only those rows, so that two GPUs' lanes can share them
-        [[ " ${BENCH_E2E_ROWS:-1 2 3 4 5 6 7} " == *" $(( ++row_number )) "* ]] || continue
+        [[ " ${BENCH_E2E_ROWS:-1 2 3 4 5 6 7 8} " == *" $(( ++row_number )) "* ]] || continue
         # shellcheck disable=SC2086  # the overrides are words
         MOLMO_AGENT_FAST_LOGPROBS=$fast MOLMO_AGENT_FAST_ENTROPY=$entropy MOLMO_AGENT_REF_ON_GPU=$on_gpu \
           MOLMO_AGENT_RESPONSE_LOGITS=$responses MOLMO_AGENT_SORT_MICRO_BATCHES=$sorted \
