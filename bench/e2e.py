@@ -20,7 +20,8 @@ every 0.5 s: every process, vLLM included, on the fullest GPU). vLLM runs with C
 --eager. `rollout_engine_bound` sets the steady rollout against what the engine alone needs: the longest session's
 generated tokens (our trainer's `rollout/longest_session_*`) at the decode ms/step and prefill that
 bench/vllm_molmo2.py measured on the bare engine (read from bench/results/vllm_molmo2_<gpu>.json: its
-`decode_text_only` where the environment shows no pictures, as the trainer then serves the model, else `decode`)
+`decode_text_only` where the run served the model text-only, as the trainer does for environments without
+pictures, else `decode`)
 at the batch nearest B x G (goal: rollout <= 1.3x that bound).
 
 bench/results/e2e_<gpu>.json (Sokoban: e2e_sokoban_<gpu>.json; on N > 1 GPUs <gpu>xN, e.g. e2e_h200x2.json)
@@ -45,8 +46,8 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "gpu"))
 import vllm_harness as harness  # noqa: E402
-from molmo_agent.envs.registry import get_env  # noqa: E402
 from molmo_agent.integrations.verl.eval_report import logged_steps  # noqa: E402
+from molmo_agent.integrations.verl.text_only import TEXT_ONLY_ENGINE_KWARGS  # noqa: E402
 STAGES = {"rollout": "timing_s/gen", "log_probs": "timing_s/old_log_prob", "ref_log_probs": "timing_s/ref",
           "advantage": "timing_s/adv", "update": "timing_s/update_actor", "weight_sync": "timing_s/update_weights"}
 ITERATION, MFU = "timing_s/step", "perf/mfu/actor"
@@ -246,8 +247,8 @@ def main() -> None:
     if args.env == "sokoban":
         row["image_tokens_per_step"] = image_tokens_per_step(model, steps)
     engine_bench = ROOT / "bench" / "results" / f"vllm_molmo2_{harness.device_tag()}.json"
-    # the engine as this run served it: text-only where the environment shows no pictures (text_only.py)
-    text_only = not get_env(args.env).images and "env.serve_text_only=False" not in args.overrides
+    # the engine as this run served it: text-only if verl's printed vLLM arguments carry text_only.py's override
+    text_only = json.dumps(TEXT_ONLY_ENGINE_KWARGS["hf_overrides"]) in log
     measured = "decode_text_only" if text_only else "decode"
     decode = json.loads(engine_bench.read_text()).get(measured) if engine_bench.exists() else None
     row["rollout_engine_bound"] = rollout_engine_bound(steady(steps), decode, args.games * args.group)

@@ -37,6 +37,7 @@ def test_rollouts_that_may_see_pictures_are_served_as_released(model_dir, data_d
 
 def test_an_engine_argument_the_user_set_wins(model_dir, data_dir):
     mine = '{"is_mm_prefix_lm": true}'
-    config = compose_config(model_dir, data_dir, f"++actor_rollout_ref.rollout.engine_kwargs.vllm.hf_overrides='{mine}'")
+    config = compose_config(model_dir, data_dir,
+                            f"++actor_rollout_ref.rollout.engine_kwargs.vllm.hf_overrides='{mine}'")
     assert serve_text_only(config) == ["limit_mm_per_prompt"]
     assert engine_kwargs(config)["hf_overrides"] == mine
