@@ -92,6 +92,38 @@ carried_data() {  # carried_data WORK: games (and SFT rows) made on another mach
     mkdir -p "$1/data_fresh" && tar -xJf "$data/games_fresh.tar.xz" -C "$1/data_fresh" || return 1
   fi
 }
+bench_e2e_rows() {  # bench-e2e once per row: verl's behaviour, then our changes one by one (BENCH_E2E_ROWS)
+  local row_number=0 row_status=0 row label fast entropy on_gpu responses sorted overrides
+  local ref32=actor_rollout_ref.ref.fsdp_config.model_dtype=fp32 packed=actor_rollout_ref.model.use_remove_padding=True
+  local released=env.serve_text_only=False  # vLLM serves the checkpoint as released: prefix-LM attention
+  local flex=actor_rollout_ref.model.override_config.attn_implementation=flex_attention
+  # micro-batches by token count (the log-prob passes follow the actor's), AdamW's fused kernel
+  local dynamic=actor_rollout_ref.actor.use_dynamic_bsz=True
+  local fused=actor_rollout_ref.actor.optim.override_optimizer_config={fused:true}
+  local no_checkpointing=actor_rollout_ref.model.enable_gradient_checkpointing=False
+  bench_inputs || return
+  # label | MOLMO_AGENT_FAST_LOGPROBS, _FAST_ENTROPY, _REF_ON_GPU, _RESPONSE_LOGITS, _SORT_MICRO_BATCHES |
+  # Hydra overrides
+  for row in "baseline|0|0|0|0|0|$ref32 $released" "chunked log-probs|1|0|0|0|0|$ref32 $released" \
+             "bf16 reference|1|0|0|0|0|$released" "reference on the GPU|1|0|1|0|0|$released" \
+             "chunked entropy|1|1|1|0|0|$released" "response positions only|1|1|1|1|0|$released" \
+             "micro-batches sorted by length|1|1|1|1|1|$released" "vLLM served text-only|1|1|1|1|1|" \
+             "packed sequences|1|1|1|1|1|$packed" "packed, flex attention|1|1|1|1|1|$packed $flex" \
+             "packed, flex, dynamic batches, fused AdamW|1|1|1|1|1|$packed $flex $dynamic $fused" \
+             "no gradient checkpointing|1|1|1|1|1|$no_checkpointing"; do
+    IFS='|' read -r label fast entropy on_gpu responses sorted overrides <<< "$row"
+    # BENCH_E2E_ROWS (e.g. "1 2"): only those rows, so that two GPUs' lanes can share them
+    [[ " ${BENCH_E2E_ROWS:-1 2 3 4 5 6 7 8} " == *" $(( ++row_number )) "* ]] || continue
+    # shellcheck disable=SC2086  # the overrides are words
+    MOLMO_AGENT_FAST_LOGPROBS=$fast MOLMO_AGENT_FAST_ENTROPY=$entropy MOLMO_AGENT_REF_ON_GPU=$on_gpu \
+      MOLMO_AGENT_RESPONSE_LOGITS=$responses MOLMO_AGENT_SORT_MICRO_BATCHES=$sorted \
+      timeout "${BENCH_E2E_S:-1800}" \
+      python3 bench/e2e.py --model "$FOURB" --work "$BENCH_WORK" --label "$label" $overrides ||
+      { row_status=$?; break; }
+  done
+  return "$row_status"
+}
+
 learn_sft() {  # the recipe's stages up to the SFT checkpoint's evaluation, then its parts
   local status=0
   carried_data "$LEARN_WORK" || return 1
@@ -200,32 +232,7 @@ for stage in "${stages[@]}"; do
     bench-e2e-sokoban) bench_inputs &&
       timeout "${BENCH_E2E_S:-1800}" python3 bench/e2e.py --env sokoban --model "$FOURB" --work "$BENCH_WORK" \
         ${BENCH_E2E_LABEL:+--label "$BENCH_E2E_LABEL"} ${BENCH_E2E_ARGS:-} ;;
-    bench-e2e-rows) row_number=0
-      ref32=actor_rollout_ref.ref.fsdp_config.model_dtype=fp32 packed=actor_rollout_ref.model.use_remove_padding=True
-      released=env.serve_text_only=False  # vLLM serves the checkpoint as released: prefix-LM attention
-      flex=actor_rollout_ref.model.override_config.attn_implementation=flex_attention
-      # micro-batches by token count (the log-prob passes follow the actor's), AdamW's fused kernel
-      dynamic=actor_rollout_ref.actor.use_dynamic_bsz=True fused=actor_rollout_ref.actor.optim.override_optimizer_config={fused:true}
-      no_checkpointing=actor_rollout_ref.model.enable_gradient_checkpointing=False
-      # label | MOLMO_AGENT_FAST_LOGPROBS, _FAST_ENTROPY, _REF_ON_GPU, _RESPONSE_LOGITS, _SORT_MICRO_BATCHES |
-      # Hydra overrides
-      bench_inputs && for row in "baseline|0|0|0|0|0|$ref32 $released" "chunked log-probs|1|0|0|0|0|$ref32 $released" \
-                 "bf16 reference|1|0|0|0|0|$released" "reference on the GPU|1|0|1|0|0|$released" \
-                 "chunked entropy|1|1|1|0|0|$released" "response positions only|1|1|1|1|0|$released" \
-                 "micro-batches sorted by length|1|1|1|1|1|$released" "vLLM served text-only|1|1|1|1|1|" \
-                 "packed sequences|1|1|1|1|1|$packed" "packed, flex attention|1|1|1|1|1|$packed $flex" \
-                 "packed, flex, dynamic batches, fused AdamW|1|1|1|1|1|$packed $flex $dynamic $fused" \
-                 "no gradient checkpointing|1|1|1|1|1|$no_checkpointing"; do
-        IFS='|' read -r label fast entropy on_gpu responses sorted overrides <<< "$row"
-        # BENCH_E2E_ROWS (e.g. "1 2"): only those rows, so that two GPUs' lanes can share them
-        [[ " ${BENCH_E2E_ROWS:-1 2 3 4 5 6 7 8} " == *" $(( ++row_number )) "* ]] || continue
-        # shellcheck disable=SC2086  # the overrides are words
-        MOLMO_AGENT_FAST_LOGPROBS=$fast MOLMO_AGENT_FAST_ENTROPY=$entropy MOLMO_AGENT_REF_ON_GPU=$on_gpu \
-          MOLMO_AGENT_RESPONSE_LOGITS=$responses MOLMO_AGENT_SORT_MICRO_BATCHES=$sorted \
-          timeout "${BENCH_E2E_S:-1800}" \
-          python3 bench/e2e.py --model "$FOURB" --work "$BENCH_WORK" --label "$label" $overrides ||
-          { row_status=$?; break; }
-      done && [ "${row_status:-0}" -eq 0 ] || (exit "${row_status:-1}") ;;
+    bench-e2e-rows) bench_e2e_rows ;;
     probe) line=$(timeout 120 python3 bench/machine_probe.py --out "$OUT/machine_probe.json") &&
       echo "PASS probe: ${line#machine probe: }" ;;
     bench-startup) line=$(timeout "${STARTUP_S:-900}" python3 bench/vllm_startup.py ${BENCH_STARTUP_ARGS:-}) &&
