@@ -185,9 +185,9 @@ def main() -> None:
     harness.log(f"transformers generate: {hf_seconds:.2f}s, {generated / hf_seconds:.0f} tokens/s")
     torch.cuda.empty_cache()
 
-    llm = harness.start_engine(checkpoint, eager=False, memory=args.memory, max_len=args.prompt_len + args.new_tokens
-                               + 16, max_num_seqs=max(args.batch, *DECODE_BATCHES),
-                               limit_mm_per_prompt=TEXT_ONLY_ENGINE_KWARGS["limit_mm_per_prompt"])
+    engine = {"eager": False, "memory": args.memory, "max_len": args.prompt_len + args.new_tokens + 16,
+              "max_num_seqs": max(args.batch, *DECODE_BATCHES)}
+    llm = harness.start_engine(checkpoint, **engine, limit_mm_per_prompt=TEXT_ONLY_ENGINE_KWARGS["limit_mm_per_prompt"])
     vllm_runs, _ = vllm_generate(llm, prompts, args.new_tokens, args.repeats)
     vllm_seconds = statistics.median(vllm_runs)
     harness.log(f"vLLM generate: {['%.3f' % s for s in vllm_runs]} s, median {generated / vllm_seconds:.0f} tokens/s")
@@ -210,8 +210,7 @@ def main() -> None:
     torch.cuda.empty_cache()
 
     # served text-only as the ALFWorld trainer serves it: plain causal attention opens vLLM's other backends
-    llm = harness.start_engine(checkpoint, eager=False, memory=args.memory, max_len=args.prompt_len + args.new_tokens
-                               + 16, max_num_seqs=max(args.batch, *DECODE_BATCHES), **TEXT_ONLY_ENGINE_KWARGS)
+    llm = harness.start_engine(checkpoint, **engine, **TEXT_ONLY_ENGINE_KWARGS)
     decode_text_only = decode_steps(llm, parameter_bytes, text_config, args.prompt_len, args.new_tokens,
                                     args.repeats, rate)
     llm.llm_engine.engine_core.shutdown()
