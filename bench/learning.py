@@ -21,10 +21,13 @@ sessions merged) and the game tree (`--games`), the interval is a paired bootstr
 episode's opening prompt names its game (the game's task and first room description, read by resetting each
 validation game; games that open alike form one unit, their episodes averaged), and each resample draws seeds and
 valid_unseen games with replacement and averages GiGPO's outcome minus GRPO's on the same game and seed. Without
-them it resamples seeds only. A run compared at iteration 0 (untrained) is named in a warning.
+them it resamples seeds only. A run compared at iteration 0 (untrained) is named in a warning. Without a seed that
+has runs of both estimators the comparison is null.
 
 `training_comparison` adds the training rollouts' view: a seed's two runs play the same games in each iteration,
-so GiGPO minus GRPO training success pairs by iteration (a third panel of the plot). Writes
+so GiGPO minus GRPO training success pairs by iteration (a third panel of the plot). `training_windows` averages
+each run's training success over iterations 1-4, 5-8 and 9-12: on fresh games (RL_GAMES=fresh) a later window above
+the first is transfer to games never played, readable from one estimator's seeds alone. Writes
 OUT_DIR/learning_<gpu>.json and .png, and with --table a text file of each run's per-iteration metrics (training
 and validation success, step size, entropy, where the advantage mass sits, stage seconds).
 """
@@ -47,6 +50,7 @@ SPLITS = ("valid_seen", "valid_unseen")
 ESTIMATORS = ("gigpo", "grpo")
 BOOTSTRAP_SAMPLES = 10_000
 FIRST_TRAINED_ITERATION = 2  # iteration 1's rollouts come from the SFT weights: the first to follow an update
+TRAINING_WINDOWS = ((1, 4), (5, 8), (9, 12))  # iterations whose training success is averaged (training_windows)
 
 
 def learning_curve(log: str, episodes_per_iteration: int) -> list[dict[str, Any]]:
@@ -183,17 +187,17 @@ def bootstrap_over_games_and_seeds(differences: np.ndarray, rng: np.random.Gener
 
 def comparison(runs: list[dict[str, Any]],
                outcomes: dict[tuple[str, int], dict[int, dict[str, float]]] | None = None,
-               rng_seed: int = 0) -> dict[str, Any]:
+               rng_seed: int = 0) -> dict[str, Any] | None:
     """GiGPO minus GRPO valid_unseen success at the last validation at or below the largest environment-step count
     every run reached (each run's `env_steps_reached`), paired by seed, with a 95 % bootstrap interval: over games
     and seeds when `outcomes` ({(estimator, seed): game_outcomes of its valid_unseen episodes}) holds every run,
     else over seeds; and each estimator's lift there over the SFT level (per seed, the mean iteration-0 validation
-    of its runs)."""
+    of its runs). None when no seed has runs of both estimators."""
     common = min(run["env_steps_reached"] for run in runs)
     at = {(run["estimator"], run["seed"]): point_at(run["curve"], common) for run in runs}
     seeds = paired_seeds(at)
     if not seeds:
-        raise ValueError("no seed has both a gigpo and a grpo run: nothing to pair")
+        return None
     differences = np.array([at["gigpo", s]["valid_unseen"] - at["grpo", s]["valid_unseen"] for s in seeds])
     rng = np.random.default_rng(rng_seed)
     if outcomes is not None and all((e, s) in outcomes for e in ESTIMATORS for s in seeds):
@@ -247,6 +251,30 @@ def training_comparison(runs: list[dict[str, Any]], rng_seed: int = 0) -> dict[s
             "gigpo_minus_grpo": float(differences.mean()), "gigpo_at_or_above": int((differences >= 0).sum()),
             "ci95": ci95(bootstrap_over_units(differences, np.random.default_rng(rng_seed))),
             "same_weights_gigpo_minus_grpo": same_weights}
+
+
+def training_windows(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Training success averaged over each window of TRAINING_WINDOWS (iterations, inclusive) per run, None where
+    the run did not log every iteration of it; and per estimator the mean over its seeds of each later window
+    minus the first, over the seeds that completed both. With RL_GAMES=fresh every iteration draws games no run
+    played before, so this reads transfer from one estimator alone."""
+    names = [f"{first}-{last}" for first, last in TRAINING_WINDOWS]
+    by_run = {}
+    for run in runs:
+        success = {p["iteration"]: p["success"] for p in run["training"]}
+        by_run[f"{run['estimator']}_seed{run['seed']}"] = {
+            name: float(np.mean([success[i] for i in range(first, last + 1)]))
+            if all(i in success for i in range(first, last + 1)) else None
+            for name, (first, last) in zip(names, TRAINING_WINDOWS)}
+    minus_first = {}
+    for estimator in sorted({run["estimator"] for run in runs}):
+        mine = [means for name, means in by_run.items() if name.startswith(f"{estimator}_seed")]
+        minus_first[estimator] = {}
+        for name in names[1:]:
+            lifts = [means[name] - means[names[0]] for means in mine
+                     if means[name] is not None and means[names[0]] is not None]
+            minus_first[estimator][name] = {"mean": float(np.mean(lifts)) if lifts else None, "seeds": len(lifts)}
+    return {"windows": names, "runs": by_run, "minus_first_window": minus_first}
 
 
 def parameter_counts(model_dir: Path) -> dict[str, int] | None:
@@ -449,6 +477,7 @@ def main(argv: list[str] | None = None) -> None:
         "runs": runs,
         "comparison": comparison(runs, outcomes),
         "training_comparison": training_comparison(runs),
+        "training_windows": training_windows(runs),
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"learning_{args.gpu}.json"
@@ -457,8 +486,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.table:
         args.table.parent.mkdir(parents=True, exist_ok=True)
         args.table.write_text("\n".join(tables))
-    print(json.dumps(result["comparison"]))
-    untrained = [run for run, iteration in result["comparison"].get("iterations", {}).items() if iteration == 0]
+    print(json.dumps({key: result[key] for key in ("comparison", "training_windows")}))
+    untrained = [run for run, iteration in (result["comparison"] or {}).get("iterations", {}).items()
+                 if iteration == 0]
     if untrained:
         print(f"warning: {', '.join(untrained)} compared at iteration 0 (the SFT level, before any update): their "
               f"first validation after training came after more environment steps than some run reached in all; "

@@ -356,3 +356,21 @@ def test_fresh_rl_games_are_counted_from_their_own_folder(tmp_path):
         pd.DataFrame({"data_source": [split] * count}).to_parquet(tmp_path / folder / f"{split}.parquet")
     assert learning.games(tmp_path, 0, "fresh") == {"train": 9, "valid_unseen": 2, "seed": 0, "rl_games": "fresh"}
     assert learning.games(tmp_path, 1, "demonstrated")["train"] == 6
+
+
+def test_training_windows_read_one_estimator_without_a_pair(tmp_path):
+    """GiGPO-only runs (no GRPO seed to pair): no comparison, but each run's training-success windows and the
+    estimator's mean lift of a later window over the first, over the seeds that completed both."""
+    success = {0: [0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0.6, 0.6, 0.9], 1: [0.2] * 4 + [0.3] * 4}
+    runs = []
+    for seed, values in success.items():
+        training = [{"iteration": i + 1, "env_steps": 10 * (i + 1), "success": v} for i, v in enumerate(values)]
+        runs.append({"estimator": "gigpo", "seed": seed, "training": training, "env_steps_reached": 80,
+                     "curve": [{"iteration": 0, "env_steps": 0, "valid_unseen": 0.2, "valid_seen": 0.2}]})
+    assert learning.comparison(runs) is None
+    windows = learning.training_windows(runs)
+    assert windows["runs"]["gigpo_seed0"] == {"1-4": pytest.approx(0.25), "5-8": pytest.approx(0.55), "9-12": None}
+    assert windows["runs"]["gigpo_seed1"]["5-8"] == pytest.approx(0.3)
+    # seed 0: +0.30, seed 1: +0.10; no seed completed 9-12
+    assert windows["minus_first_window"]["gigpo"] == {"5-8": {"mean": pytest.approx(0.2), "seeds": 2},
+                                                     "9-12": {"mean": None, "seeds": 0}}
