@@ -4,9 +4,11 @@
     python bench/advantage_mass.py --pair BASE_LOG NEW_LOG [--out FILE]
 
 Per run (a log, gzipped or not): the mean over iterations of the share of Σ|A| on step samples with A < 0
-(`advantage/negative_abs_share`, logged by our trainer), and the first and second half's means of the update's
-token entropy, the training rollouts' success and their inadmissible-action rate. Across runs: the rank
-correlation of that share with the entropy's growth (second half over first). An episode advantage counted once
+(`advantage/negative_abs_share`, logged by our trainer), the mean share of Σ|A| in groups without a win
+(`advantage/no_success_abs_share`: there only the invalid-action penalty sets the advantages), and the first and
+second half's means of the update's token entropy, the training rollouts' success and their inadmissible-action
+rate. Across runs: the rank correlation of the negative share with the entropy's growth (second half over first),
+and of the no-win share with the success's change (second half minus first). An episode advantage counted once
 per trajectory but given to each of its steps lets failures that run to the step limit outweigh shorter wins
 (docs/gigpo.md, `algorithm.compute_mean_std_cross_steps`); this is how that shows in finished runs.
 
@@ -27,6 +29,7 @@ import numpy as np
 from molmo_agent.integrations.verl.eval_report import logged_steps, read_console_log
 
 NEGATIVE_SHARE = "advantage/negative_abs_share"
+NO_WIN_SHARE = "advantage/no_success_abs_share"
 DRIFTS = {"entropy": "actor/entropy", "success": "env/success_rate",
           "inadmissible": "env/inadmissible_action_rate"}
 FIRST_TRAINED_ITERATION = 2  # iteration 1's rollouts come from the starting weights in both runs
@@ -39,14 +42,16 @@ def training_iterations(log: str) -> dict[int, dict[str, float]]:
 
 
 def run_drift(log: str) -> dict[str, Any]:
-    """{"iterations", "negative_share", <drift>: [first half's mean, second half's mean] or None} of the training
+    """{"iterations", "negative_share", "no_win_share", <drift>: [first half's mean, second half's mean] or None}
+    of the training
     iterations of `log` (those that logged an update); the middle iteration of an odd count goes to the second."""
     iterations = [metrics for _, metrics in sorted(training_iterations(log).items())]
     if len(iterations) < 2:
         raise ValueError(f"a drift needs two training iterations, the log holds {len(iterations)}")
     half = len(iterations) // 2
     row: dict[str, Any] = {"iterations": len(iterations),
-                           "negative_share": _mean([m.get(NEGATIVE_SHARE) for m in iterations])}
+                           "negative_share": _mean([m.get(NEGATIVE_SHARE) for m in iterations]),
+                           "no_win_share": _mean([m.get(NO_WIN_SHARE) for m in iterations])}
     for name, key in DRIFTS.items():
         first, second = _mean([m.get(key) for m in iterations[:half]]), _mean([m.get(key) for m in iterations[half:]])
         row[name] = None if first is None or second is None else [first, second]
@@ -82,7 +87,7 @@ def _mean(values: list[float | None]) -> float | None:
 
 def drift_table(logs: list[Path]) -> dict[str, Any]:
     """The drift of each run of `logs` and, across runs, the negative share's rank correlation with the entropy's
-    growth; printed as a table too."""
+    growth and the no-win share's with the success's change; printed as a table too."""
     if not logs:
         raise SystemExit("advantage_mass: give console logs, or --pair BASE_LOG NEW_LOG")
     runs = {path.name: run_drift(read_console_log(path)) for path in logs}
@@ -92,11 +97,16 @@ def drift_table(logs: list[Path]) -> dict[str, Any]:
               "negative_share_vs_entropy_growth_spearman":
                   rank_correlation([row["negative_share"] for row in with_share], growth) if len(with_share) > 2
                   else None}
+    with_no_win = [row for row in runs.values() if row["no_win_share"] is not None and row["success"]]
+    result["no_win_share_vs_success_change_spearman"] = rank_correlation(
+        [row["no_win_share"] for row in with_no_win],
+        [row["success"][1] - row["success"][0] for row in with_no_win]) if len(with_no_win) > 2 else None
     for name, row in runs.items():
         drift = "  ".join(f"{key} {row[key][0]:.3f} -> {row[key][1]:.3f}" for key in DRIFTS if row[key])
-        share = "-" if row["negative_share"] is None else f"{row['negative_share']:.2f}"
-        print(f"{name}: {row['iterations']} iterations, negative share {share}  {drift}")
+        share, no_win = ("-" if row[key] is None else f"{row[key]:.2f}" for key in ("negative_share", "no_win_share"))
+        print(f"{name}: {row['iterations']} iterations, negative share {share}, no-win share {no_win}  {drift}")
     print(f"Spearman(negative share, entropy growth) = {result['negative_share_vs_entropy_growth_spearman']}")
+    print(f"Spearman(no-win share, success change) = {result['no_win_share_vs_success_change_spearman']}")
     return result
 
 
