@@ -16,7 +16,10 @@ vision tower's, not the input table: a step looks up one row per sequence) and t
 context — over the copy rate; `fraction_of_bound` is that bound's share of the measured step. `backend` names
 the attention backend vLLM picked for our Molmo2 (a multimodal prefix-LM: image blocks attend both ways).
 `decode_text_only`: the same on a second engine served as the ALFWorld trainer serves it (no pictures, plain
-causal attention: integrations/verl/text_only.py), where vLLM may pick another backend.
+causal attention: integrations/verl/text_only.py), where vLLM may pick another backend. Its `profile` splits a
+batch-64 call's decode steps into the GPU's busy time and the gaps between (vLLM's torch profiler in the engine's
+worker, PROFILE_STEPS steps after the prefill, reduced by trace_summary.py; the trace goes to $OUT). Each decode
+entry says whether vLLM scheduled asynchronously (`async_scheduling`: 0.24 does by default where it can).
 Weight sync: the transformers model's bf16 state dict (the trainer's, on the same GPU: colocated) pushed into
 the running engine with verl 0.9.1's BucketedWeightSender / update_weights_from_ipc in 2 GB buckets (verl's
 default), timed end to end, best and median of --sync-repeats; the engine's parameters are checked byte for byte
@@ -27,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -38,12 +42,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "gpu"))
 import vllm_harness as harness  # noqa: E402
 
+import trace_summary  # noqa: E402  (bench/, beside this file)
 from molmo_agent.integrations.verl.text_only import TEXT_ONLY_ENGINE_KWARGS  # noqa: E402
 
 GOALS = {"vllm_over_hf": 15.0, "fraction_of_bound": 0.5, "sync_seconds": 1.0, "decode_fraction_of_bound": 0.8}
 DECODE_BATCHES = (32, 64, 256)
 # parameters a decode step never reads whole: the vision tower, and the input tables (one row per sequence)
 NOT_READ_BY_DECODE = ("vision_backbone.", "wte.")
+# The profiled stretch: engine steps skipped once profiling starts (the prefill and the first decode steps), then
+# the steps recorded; the call generates enough tokens to cover both.
+PROFILE_SKIP_STEPS, PROFILE_STEPS = 8, 48
+DECODE_STEP = "execute_context_0(0)_generation_"  # vLLM's annotation of an engine step that only decodes
 
 
 def cuda_seconds(op: Callable[[], object], repeats: int, warmup: int = 3) -> list[float]:
@@ -153,7 +162,47 @@ def decode_steps(llm, parameter_bytes: dict[str, int], text_config: dict, prompt
     return {"fraction_of_bound": headline["fraction_of_bound"], "ms_per_step": headline["ms_per_step"],
             "bound_bytes_per_step": headline["bound_bytes_per_step"]["total"], "copy_rate_bytes_s": rate,
             "backend": sorted({name for names in llm.apply_model(attention_backends) for name in names}),
+            "async_scheduling": llm.llm_engine.vllm_config.scheduler_config.async_scheduling,
             "by_batch": by_batch}
+
+
+def profiler_config(trace_dir: Path) -> dict:
+    """vLLM's torch profiler for `decode_profile`: PROFILE_STEPS engine steps after PROFILE_SKIP_STEPS, the worker's
+    trace only, without stacks or shapes (less host work to perturb the gaps it measures)."""
+    return {"profiler": "torch", "torch_profiler_dir": str(trace_dir), "delay_iterations": PROFILE_SKIP_STEPS,
+            "max_iterations": PROFILE_STEPS, "ignore_frontend": True, "torch_profiler_with_stack": False,
+            "torch_profiler_dump_cuda_time_total": False}
+
+
+def decode_profile(llm, prompts: torch.Tensor, trace_dir: Path) -> dict:
+    """`decode_split` of one greedy call on `prompts`, profiled by an engine started with `profiler_config`."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(max_tokens=PROFILE_SKIP_STEPS + PROFILE_STEPS + 8, temperature=0.0, ignore_eos=True)
+    llm.start_profile()
+    llm.generate([{"prompt_token_ids": row.tolist()} for row in prompts], params, use_tqdm=False)
+    llm.stop_profile()
+    traces = sorted(trace_dir.glob("*.json.gz"), key=lambda path: path.stat().st_mtime)
+    if not traces:
+        raise RuntimeError(f"vLLM's profiler wrote no trace into {trace_dir}")
+    return decode_split(traces[-1])
+
+
+def decode_split(trace: Path) -> dict:
+    """Kernel time against gaps over the decode steps of a vLLM worker's `trace`: the steps (the worker's
+    annotations of decode-only steps), and per step the profiled wall time, the GPU's busy time in it (kernels,
+    copies and sets merged over streams: trace_summary.summarize) and the rest, the gaps where the GPU waits for
+    the host; with the top kernels and host events."""
+    steps = sum(1 for event in trace_summary.load_complete_events(trace)
+                if event.get("cat") == "user_annotation" and event["name"].startswith(DECODE_STEP))
+    if not steps:
+        raise ValueError(f"{trace.name}: no decode-only step ({DECODE_STEP}...) was recorded")
+    summary = trace_summary.summarize(trace)
+    wall, busy = summary["wall_ms"], summary["gpu_busy_ms"]
+    return {"trace": trace.name, "steps": steps, "wall_ms_per_step": wall / steps,
+            "gpu_busy_ms_per_step": busy / steps, "gap_ms_per_step": (wall - busy) / steps,
+            "gpu_busy_fraction": summary["gpu_busy_fraction"], "top_kernels": summary["top_kernels"][:5],
+            "top_host_self_time": summary["top_host_self_time"][:5]}
 
 
 def main() -> None:
@@ -210,9 +259,21 @@ def main() -> None:
     torch.cuda.empty_cache()
 
     # served text-only as the ALFWorld trainer serves it: plain causal attention opens vLLM's other backends
-    llm = harness.start_engine(checkpoint, **engine, **TEXT_ONLY_ENGINE_KWARGS)
+    trace_dir = args.root / "decode_trace"
+    shutil.rmtree(trace_dir, ignore_errors=True)
+    llm = harness.start_engine(checkpoint, **engine, **TEXT_ONLY_ENGINE_KWARGS,
+                               profiler_config=profiler_config(trace_dir))
     decode_text_only = decode_steps(llm, parameter_bytes, text_config, args.prompt_len, args.new_tokens,
                                     args.repeats, rate)
+    try:  # a diagnostic: its failure is recorded, and the measurements above are kept
+        decode_text_only["profile"] = decode_profile(llm, random_prompts(64, args.prompt_len, seed=64), trace_dir)
+        harness.log(f"decode profile at batch 64: {decode_text_only['profile']['gpu_busy_fraction']:.0%} of the "
+                    f"wall GPU-busy over {decode_text_only['profile']['steps']} steps")
+        if os.environ.get("OUT"):
+            shutil.copy(trace_dir / decode_text_only["profile"]["trace"], os.environ["OUT"])
+    except Exception as error:  # noqa: BLE001
+        harness.log(f"decode profile failed: {error!r}")
+        decode_text_only["profile"] = {"error": repr(error)}
     llm.llm_engine.engine_core.shutdown()
 
     hf_rate, vllm_rate = generated / hf_seconds, generated / vllm_seconds

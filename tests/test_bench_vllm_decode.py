@@ -1,6 +1,11 @@
-"""bench/vllm_molmo2.py's bytes-read bound of a decode step: decoder and LM head weights plus the KV cache."""
+"""bench/vllm_molmo2.py's bytes-read bound of a decode step (decoder and LM head weights plus the KV cache), and its
+profiled split of decode steps into GPU-busy time and gaps."""
+import gzip
+import json
 import pathlib
 import sys
+
+import pytest
 
 ROOT = pathlib.Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -24,3 +29,36 @@ def test_a_decode_step_reads_the_decoder_the_head_and_the_kv_cache():
 def test_head_dim_defaults_to_hidden_over_heads():
     config = {key: value for key, value in TEXT_CONFIG.items() if key != "head_dim"}
     assert vllm_molmo2.decode_bytes_per_step({}, config, batch=1, context=1)["kv_cache"] == 3 * 2 * 2 * 8 * 2
+
+
+def test_decode_split_counts_decode_only_steps_and_splits_their_wall_into_busy_and_gaps(tmp_path):
+    """A 12 ms profiled stretch: one step still prefilling, then three decode-only steps; the GPU busy 6 ms in all
+    (two overlapping kernels count once), so 6 ms are gaps: 2 ms a decode step."""
+    def event(category, name, start_ms, length_ms, pid=1):
+        return {"ph": "X", "cat": category, "name": name, "ts": 1e3 * start_ms, "dur": 1e3 * length_ms,
+                "pid": pid, "tid": 1}
+    events = [event("Trace", "PyTorch Profiler (0)", 0, 12, "Spans"),
+              event("user_annotation", "execute_context_2(300)_generation_62(62)", 0, 3),
+              *[event("user_annotation", "execute_context_0(0)_generation_64(64)", start, 3) for start in (3, 6, 9)],
+              event("gpu_user_annotation", "execute_context_0(0)_generation_64(64)", 3, 3, pid=0),
+              event("kernel", "gemm", 1, 3, pid=0), event("kernel", "attention", 2, 1, pid=0),
+              event("kernel", "gemm", 5, 1.5, pid=0), event("kernel", "gemm", 8, 1.5, pid=0)]
+    trace = tmp_path / "dp0_pp0_tp0.123.pt.trace.json.gz"
+    with gzip.open(trace, "wt") as file:
+        json.dump({"traceEvents": events}, file)
+    split = vllm_molmo2.decode_split(trace)
+    assert split["steps"] == 3  # the prefilling step and the GPU-side annotation are not decode steps
+    assert split["wall_ms_per_step"] == pytest.approx(4.0)
+    assert split["gpu_busy_ms_per_step"] == pytest.approx(2.0)
+    assert split["gap_ms_per_step"] == pytest.approx(2.0)
+    assert split["gpu_busy_fraction"] == pytest.approx(0.5)
+    assert split["top_kernels"][0]["name"] == "gemm"
+    trace.write_bytes(gzip.compress(json.dumps({"traceEvents": events[:2]}).encode()))
+    with pytest.raises(ValueError, match="no decode-only step"):
+        vllm_molmo2.decode_split(trace)
+
+
+def test_the_profiler_skips_the_prefill_and_records_fewer_steps_than_the_call_makes(tmp_path):
+    config = vllm_molmo2.profiler_config(tmp_path)
+    assert config["profiler"] == "torch" and config["torch_profiler_dir"] == str(tmp_path)
+    assert config["delay_iterations"] >= 2 and config["max_iterations"] == vllm_molmo2.PROFILE_STEPS
