@@ -43,8 +43,8 @@ def training_iterations(log: str) -> dict[int, dict[str, float]]:
 
 def run_drift(log: str) -> dict[str, Any]:
     """{"iterations", "negative_share", "no_win_share", <drift>: [first half's mean, second half's mean] or None}
-    of the training
-    iterations of `log` (those that logged an update); the middle iteration of an odd count goes to the second."""
+    of the training iterations of `log` (those that logged an update); the middle iteration of an odd count goes to
+    the second."""
     iterations = [metrics for _, metrics in sorted(training_iterations(log).items())]
     if len(iterations) < 2:
         raise ValueError(f"a drift needs two training iterations, the log holds {len(iterations)}")
