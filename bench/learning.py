@@ -259,19 +259,19 @@ def training_windows(runs: list[dict[str, Any]]) -> dict[str, Any]:
     minus the first, over the seeds that completed both. With RL_GAMES=fresh every iteration draws games no run
     played before, so this reads transfer from one estimator alone."""
     names = [f"{first}-{last}" for first, last in TRAINING_WINDOWS]
-    by_run = {}
+    by_run, by_estimator = {}, defaultdict(list)
     for run in runs:
         success = {p["iteration"]: p["success"] for p in run["training"]}
-        by_run[f"{run['estimator']}_seed{run['seed']}"] = {
-            name: float(np.mean([success[i] for i in range(first, last + 1)]))
-            if all(i in success for i in range(first, last + 1)) else None
-            for name, (first, last) in zip(names, TRAINING_WINDOWS)}
+        means = {name: float(np.mean([success[i] for i in range(first, last + 1)]))
+                 if all(i in success for i in range(first, last + 1)) else None
+                 for name, (first, last) in zip(names, TRAINING_WINDOWS)}
+        by_run[f"{run['estimator']}_seed{run['seed']}"] = means
+        by_estimator[run["estimator"]].append(means)
     minus_first = {}
-    for estimator in sorted({run["estimator"] for run in runs}):
-        mine = [means for name, means in by_run.items() if name.startswith(f"{estimator}_seed")]
+    for estimator, seeds in sorted(by_estimator.items()):
         minus_first[estimator] = {}
         for name in names[1:]:
-            lifts = [means[name] - means[names[0]] for means in mine
+            lifts = [means[name] - means[names[0]] for means in seeds
                      if means[name] is not None and means[names[0]] is not None]
             minus_first[estimator][name] = {"mean": float(np.mean(lifts)) if lifts else None, "seeds": len(lifts)}
     return {"windows": names, "runs": by_run, "minus_first_window": minus_first}

@@ -186,9 +186,9 @@ def recording_window(profiler_spans: list[Event], events: list[Event]) -> Interv
     return min(event["ts"] for event in events), max(interval(event)[1] for event in events)
 
 
-def summarize(path: Path) -> dict:
-    """The summary of one trace file (see the module's docstring)."""
-    events = load_complete_events(path)
+def summarize(path: Path, events: list[Event] | None = None) -> dict:
+    """The summary of one trace file (see the module's docstring); `events`: its complete events, if already read."""
+    events = load_complete_events(path) if events is None else events
     by_category: dict[str, list[Event]] = defaultdict(list)
     for event in events:
         by_category[event.get("cat", "")].append(event)

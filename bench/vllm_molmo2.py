@@ -50,8 +50,9 @@ DECODE_BATCHES = (32, 64, 256)
 # parameters a decode step never reads whole: the vision tower, and the input tables (one row per sequence)
 NOT_READ_BY_DECODE = ("vision_backbone.", "wte.")
 # The profiled stretch: engine steps skipped once profiling starts (the prefill and the first decode steps), then
-# the steps recorded; the call generates enough tokens to cover both.
-PROFILE_SKIP_STEPS, PROFILE_STEPS = 8, 48
+# the steps recorded; the profiled call generates PROFILE_MARGIN tokens more than both (vLLM stops its profiler one
+# step after max_iterations).
+PROFILE_SKIP_STEPS, PROFILE_STEPS, PROFILE_MARGIN = 8, 48, 8
 DECODE_STEP = "execute_context_0(0)_generation_"  # vLLM's annotation of an engine step that only decodes
 
 
@@ -178,7 +179,7 @@ def decode_profile(llm, prompts: torch.Tensor, trace_dir: Path) -> dict:
     """`decode_split` of one greedy call on `prompts`, profiled by an engine started with `profiler_config`."""
     from vllm import SamplingParams
 
-    params = SamplingParams(max_tokens=PROFILE_SKIP_STEPS + PROFILE_STEPS + 8, temperature=0.0, ignore_eos=True)
+    params = SamplingParams(max_tokens=PROFILE_SKIP_STEPS + PROFILE_STEPS + PROFILE_MARGIN, temperature=0.0, ignore_eos=True)
     llm.start_profile()
     llm.generate([{"prompt_token_ids": row.tolist()} for row in prompts], params, use_tqdm=False)
     llm.stop_profile()
@@ -193,11 +194,12 @@ def decode_split(trace: Path) -> dict:
     annotations of decode-only steps), and per step the profiled wall time, the GPU's busy time in it (kernels,
     copies and sets merged over streams: trace_summary.summarize) and the rest, the gaps where the GPU waits for
     the host; with the top kernels and host events."""
-    steps = sum(1 for event in trace_summary.load_complete_events(trace)
+    events = trace_summary.load_complete_events(trace)
+    steps = sum(1 for event in events
                 if event.get("cat") == "user_annotation" and event["name"].startswith(DECODE_STEP))
     if not steps:
         raise ValueError(f"{trace.name}: no decode-only step ({DECODE_STEP}...) was recorded")
-    summary = trace_summary.summarize(trace)
+    summary = trace_summary.summarize(trace, events)
     wall, busy = summary["wall_ms"], summary["gpu_busy_ms"]
     return {"trace": trace.name, "steps": steps, "wall_ms_per_step": wall / steps,
             "gpu_busy_ms_per_step": busy / steps, "gap_ms_per_step": (wall - busy) / steps,
