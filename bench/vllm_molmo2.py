@@ -2,6 +2,7 @@
 a full weight sync through verl's bucketed path, on one GPU.
 
     python bench/vllm_molmo2.py [--batch 64] [--prompt-len 256] [--new-tokens 128] [--out bench/results/...]
+    python bench/vllm_molmo2.py --reduce TRACE --out bench/results/vllm_molmo2_<device>.json
 
 Same random `4b-shape` checkpoint (made on the spot with molmo_agent.models.molmo2.make_checkpoint), same batch
 of random text prompts on both sides, greedy, EOS ignored (every sequence generates --new-tokens). Throughput =
@@ -18,8 +19,10 @@ the attention backend vLLM picked for our Molmo2 (a multimodal prefix-LM: image 
 `decode_text_only`: the same on a second engine served as the ALFWorld trainer serves it (no pictures, plain
 causal attention: integrations/verl/text_only.py), where vLLM may pick another backend. Its `profile` splits a
 batch-64 call's decode steps into the GPU's busy time and the gaps between (vLLM's torch profiler in the engine's
-worker, PROFILE_STEPS steps after the prefill, reduced by trace_summary.py; the trace goes to $OUT). Each decode
-entry says whether vLLM scheduled asynchronously (`async_scheduling`: 0.24 does by default where it can).
+worker, PROFILE_STEPS steps after the prefill, reduced by trace_summary.py; the trace goes to $OUT), and the
+kernels' time into attention (against the KV cache's share of the bound), GEMMs (against the weights') and the
+rest; `--reduce TRACE` redoes that reduction on the CPU from a fetched trace. Each decode entry says whether vLLM
+scheduled asynchronously (`async_scheduling`: 0.24 does by default where it can).
 Weight sync: the transformers model's bf16 state dict (the trainer's, on the same GPU: colocated) pushed into
 the running engine with verl 0.9.1's BucketedWeightSender / update_weights_from_ipc in 2 GB buckets (verl's
 default), timed end to end, best and median of --sync-repeats; the engine's parameters are checked byte for byte
@@ -30,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import sys
@@ -54,6 +58,10 @@ NOT_READ_BY_DECODE = ("vision_backbone.", "wte.")
 # step after max_iterations).
 PROFILE_SKIP_STEPS, PROFILE_STEPS, PROFILE_MARGIN = 8, 48, 8
 DECODE_STEP = "execute_context_0(0)_generation_"  # vLLM's annotation of an engine step that only decodes
+# A profiled kernel's class, by its name (first match; the rest are "other": norms, activations, the KV write, the
+# sampler): attention reads the KV cache, the GEMMs read the weights, each against its share of the bound.
+KERNEL_CLASSES = (("attention", re.compile(r"attn|attention", re.IGNORECASE)),
+                  ("gemm", re.compile(r"gemm|nvjet|cublas", re.IGNORECASE)))
 
 
 def cuda_seconds(op: Callable[[], object], repeats: int, warmup: int = 3) -> list[float]:
@@ -179,7 +187,8 @@ def decode_profile(llm, prompts: torch.Tensor, trace_dir: Path) -> dict:
     """`decode_split` of one greedy call on `prompts`, profiled by an engine started with `profiler_config`."""
     from vllm import SamplingParams
 
-    params = SamplingParams(max_tokens=PROFILE_SKIP_STEPS + PROFILE_STEPS + PROFILE_MARGIN, temperature=0.0, ignore_eos=True)
+    params = SamplingParams(max_tokens=PROFILE_SKIP_STEPS + PROFILE_STEPS + PROFILE_MARGIN, temperature=0.0,
+                            ignore_eos=True)
     llm.start_profile()
     llm.generate([{"prompt_token_ids": row.tolist()} for row in prompts], params, use_tqdm=False)
     llm.stop_profile()
@@ -189,11 +198,15 @@ def decode_profile(llm, prompts: torch.Tensor, trace_dir: Path) -> dict:
     return decode_split(traces[-1])
 
 
+def kernel_class(name: str) -> str:
+    return next((label for label, pattern in KERNEL_CLASSES if pattern.search(name)), "other")
+
+
 def decode_split(trace: Path) -> dict:
     """Kernel time against gaps over the decode steps of a vLLM worker's `trace`: the steps (the worker's
     annotations of decode-only steps), and per step the profiled wall time, the GPU's busy time in it (kernels,
-    copies and sets merged over streams: trace_summary.summarize) and the rest, the gaps where the GPU waits for
-    the host; with the top kernels and host events."""
+    copies and sets merged over streams: trace_summary.summarize), the rest (the gaps where the GPU waits for the
+    host) and the kernels' time by KERNEL_CLASSES; with the top kernels and host events."""
     events = trace_summary.load_complete_events(trace)
     steps = sum(1 for event in events
                 if event.get("cat") == "user_annotation" and event["name"].startswith(DECODE_STEP))
@@ -201,10 +214,51 @@ def decode_split(trace: Path) -> dict:
         raise ValueError(f"{trace.name}: no decode-only step ({DECODE_STEP}...) was recorded")
     summary = trace_summary.summarize(trace, events)
     wall, busy = summary["wall_ms"], summary["gpu_busy_ms"]
+    by_class = dict.fromkeys([label for label, _ in KERNEL_CLASSES] + ["other"], 0.0)
+    for event in events:
+        if event.get("cat") == "kernel":
+            by_class[kernel_class(event["name"])] += trace_summary.milliseconds(event["dur"])
     return {"trace": trace.name, "steps": steps, "wall_ms_per_step": wall / steps,
             "gpu_busy_ms_per_step": busy / steps, "gap_ms_per_step": (wall - busy) / steps,
-            "gpu_busy_fraction": summary["gpu_busy_fraction"], "top_kernels": summary["top_kernels"][:5],
-            "top_host_self_time": summary["top_host_self_time"][:5]}
+            "gpu_busy_fraction": summary["gpu_busy_fraction"],
+            "kernel_ms_per_step": {label: ms / steps for label, ms in by_class.items()},
+            "top_kernels": summary["top_kernels"][:5], "top_host_self_time": summary["top_host_self_time"][:5]}
+
+
+def profile_bound(profile: dict, bound_bytes: dict[str, float], rate: float) -> dict:
+    """`profile` (a decode_split) with the bytes its steps must read (`bound_bytes`: decode_bytes_per_step at the
+    profiled context) and each kernel class's share of its bound: the GEMMs' against the weights' read time, the
+    attention's against the KV cache's."""
+    kernel_ms = profile["kernel_ms_per_step"]
+    return {**profile, "bound_bytes_per_step": bound_bytes,
+            "fraction_of_bound": {"gemm": 1e3 * bound_bytes["weights"] / rate / kernel_ms["gemm"],
+                                  "attention": 1e3 * bound_bytes["kv_cache"] / rate / kernel_ms["attention"]}}
+
+
+def profiled_context(prompt_len: int) -> float:
+    """The mean context of the profiled steps: the prompt, the skipped steps and half the recorded ones."""
+    return prompt_len + PROFILE_SKIP_STEPS + PROFILE_STEPS / 2
+
+
+def reduce_into(result_path: Path, trace: Path) -> None:
+    """Replace the text-only decode profile of the result at `result_path` by `decode_split` of `trace` (the run's
+    own trace, fetched from $OUT), bounded by the 4b-shape preset's bytes: the reduction changed after the run."""
+    from molmo_agent.models.molmo2 import Molmo2ForConditionalGeneration
+    from molmo_agent.models.molmo2.make_checkpoint import build_config
+
+    result = json.loads(result_path.read_text())
+    config = build_config("4b-shape")
+    with torch.device("meta"):
+        model = Molmo2ForConditionalGeneration(config).to(torch.bfloat16)
+    parameter_bytes = {name: p.numel() * p.element_size() for name, p in model.named_parameters()}
+    bound = decode_bytes_per_step(parameter_bytes, config.text_config.to_dict(), 64,
+                                  profiled_context(result["params"]["prompt_len"]))
+    result["decode_text_only"]["profile"] = profile_bound(decode_split(trace), bound, result["copy_rate_bytes_per_s"])
+    result["decode_text_only"]["profile"]["reduced_again_by"] = " ".join(
+        [sys.executable.rsplit("/", 1)[-1], *sys.argv])
+    result_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({key: result["decode_text_only"]["profile"][key]
+                      for key in ("gap_ms_per_step", "kernel_ms_per_step", "fraction_of_bound")}))
 
 
 def main() -> None:
@@ -217,7 +271,12 @@ def main() -> None:
     parser.add_argument("--memory", type=float, default=0.5, help="vLLM gpu_memory_utilization")
     parser.add_argument("--root", type=Path, default=Path.home() / "molmo2-checkpoints", help="checkpoint folder")
     parser.add_argument("--out", type=Path, help="default: bench/results/vllm_molmo2_<device>.json")
+    parser.add_argument("--reduce", type=Path, metavar="TRACE",
+                        help="no GPU: reduce this run's fetched profiler trace again into --out's profile")
     args = parser.parse_args()
+    if args.reduce:
+        reduce_into(args.out, args.reduce)
+        return
 
     from molmo_agent.models import molmo2
 
@@ -268,7 +327,9 @@ def main() -> None:
     decode_text_only = decode_steps(llm, parameter_bytes, text_config, args.prompt_len, args.new_tokens,
                                     args.repeats, rate)
     try:  # a diagnostic: its failure is recorded, and the measurements above are kept
-        decode_text_only["profile"] = decode_profile(llm, random_prompts(64, args.prompt_len, seed=64), trace_dir)
+        decode_text_only["profile"] = profile_bound(
+            decode_profile(llm, random_prompts(64, args.prompt_len, seed=64), trace_dir),
+            decode_bytes_per_step(parameter_bytes, text_config, 64, profiled_context(args.prompt_len)), rate)
         harness.log(f"decode profile at batch 64: {decode_text_only['profile']['gpu_busy_fraction']:.0%} of the "
                     f"wall GPU-busy over {decode_text_only['profile']['steps']} steps")
         if os.environ.get("OUT"):

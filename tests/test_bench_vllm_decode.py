@@ -53,6 +53,7 @@ def test_decode_split_counts_decode_only_steps_and_splits_their_wall_into_busy_a
     assert split["gap_ms_per_step"] == pytest.approx(2.0)
     assert split["gpu_busy_fraction"] == pytest.approx(0.5)
     assert split["top_kernels"][0]["name"] == "gemm"
+    assert split["kernel_ms_per_step"] == pytest.approx({"attention": 1 / 3, "gemm": 2.0, "other": 0.0})
     trace.write_bytes(gzip.compress(json.dumps({"traceEvents": events[:2]}).encode()))
     with pytest.raises(ValueError, match="no decode-only step"):
         vllm_molmo2.decode_split(trace)
@@ -62,3 +63,21 @@ def test_the_profiler_skips_the_prefill_and_records_fewer_steps_than_the_call_ma
     config = vllm_molmo2.profiler_config(tmp_path)
     assert config["profiler"] == "torch" and config["torch_profiler_dir"] == str(tmp_path)
     assert config["delay_iterations"] >= 2 and config["max_iterations"] == vllm_molmo2.PROFILE_STEPS
+
+
+def test_kernel_classes_name_flash_attention_as_attention_and_cublas_splits_as_gemm():
+    assert vllm_molmo2.kernel_class("void cutlass::device_kernel<flash::FlashAttnFwdSm90<...>>") == "attention"
+    assert vllm_molmo2.kernel_class("kernel_unified_attention_2d") == "attention"
+    assert vllm_molmo2.kernel_class("nvjet_sm90_tst_192x64_64x6_4x1_v_bz_TNT") == "gemm"
+    assert vllm_molmo2.kernel_class("void cublasLt::splitKreduce_kernel<32, 16>") == "gemm"
+    assert vllm_molmo2.kernel_class("triton_red_fused_fused_add_rms_norm_0") == "other"
+
+
+def test_each_kernel_class_is_held_against_the_bytes_it_must_read():
+    """1 GB of weights and 0.5 GB of KV cache at 1 TB/s: 1 ms and 0.5 ms; GEMMs of 2 ms and attention of 2 ms."""
+    profile = {"kernel_ms_per_step": {"gemm": 2.0, "attention": 2.0, "other": 1.0}}
+    bound = {"weights": 1e9, "kv_cache": 5e8, "total": 1.5e9}
+    shares = vllm_molmo2.profile_bound(profile, bound, rate=1e12)
+    assert shares["fraction_of_bound"] == pytest.approx({"gemm": 0.5, "attention": 0.25})
+    assert shares["bound_bytes_per_step"] == bound and shares["kernel_ms_per_step"] == profile["kernel_ms_per_step"]
+    assert vllm_molmo2.profiled_context(256) == 256 + vllm_molmo2.PROFILE_SKIP_STEPS + vllm_molmo2.PROFILE_STEPS / 2
