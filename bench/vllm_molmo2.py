@@ -242,7 +242,8 @@ def profiled_context(prompt_len: int) -> float:
 
 def reduce_into(result_path: Path, trace: Path) -> None:
     """Replace the text-only decode profile of the result at `result_path` by `decode_split` of `trace` (the run's
-    own trace, fetched from $OUT), bounded by the 4b-shape preset's bytes: the reduction changed after the run."""
+    own trace, fetched from $OUT), bounded by the 4b-shape preset's bytes: a result written by an older reduction
+    gets the current one without a GPU."""
     from molmo_agent.models.molmo2 import Molmo2ForConditionalGeneration
     from molmo_agent.models.molmo2.make_checkpoint import build_config
 
@@ -275,6 +276,8 @@ def main() -> None:
                         help="no GPU: reduce this run's fetched profiler trace again into --out's profile")
     args = parser.parse_args()
     if args.reduce:
+        if not args.out:
+            parser.error("--reduce rewrites a result: name it with --out")
         reduce_into(args.out, args.reduce)
         return
 
