@@ -128,6 +128,11 @@ def vllm_generate(llm, prompts: torch.Tensor, new_tokens: int, repeats: int = 1)
     return seconds, tokens
 
 
+def bytes_by_parameter(model: torch.nn.Module) -> dict[str, int]:
+    """Each parameter's bytes, by name (what `decode_bytes_per_step` sums)."""
+    return {name: p.numel() * p.element_size() for name, p in model.named_parameters()}
+
+
 def decode_bytes_per_step(parameter_bytes: dict[str, int], text_config: dict, batch: int, context: float,
                           kv_bytes: int = 2) -> dict[str, float]:
     """The bytes one decode step of `batch` sequences at mean `context` tokens must read: every parameter but
@@ -251,8 +256,7 @@ def reduce_into(result_path: Path, trace: Path) -> None:
     config = build_config("4b-shape")
     with torch.device("meta"):
         model = Molmo2ForConditionalGeneration(config).to(torch.bfloat16)
-    parameter_bytes = {name: p.numel() * p.element_size() for name, p in model.named_parameters()}
-    bound = decode_bytes_per_step(parameter_bytes, config.text_config.to_dict(), 64,
+    bound = decode_bytes_per_step(bytes_by_parameter(model), config.text_config.to_dict(), 64,
                                   profiled_context(result["params"]["prompt_len"]))
     result["decode_text_only"]["profile"] = profile_bound(decode_split(trace), bound, result["copy_rate_bytes_per_s"])
     result["decode_text_only"]["profile"]["reduced_again_by"] = " ".join(
@@ -293,7 +297,8 @@ def main() -> None:
     rate = copy_rate()
     harness.log(f"device-to-device copy: {rate / 1e12:.2f} TB/s (read + write)")
     hf = molmo2.Molmo2ForConditionalGeneration.from_pretrained(str(checkpoint), dtype=torch.bfloat16).cuda().eval()
-    weight_bytes = sum(p.numel() * p.element_size() for p in hf.parameters())
+    parameter_bytes = bytes_by_parameter(hf)
+    weight_bytes = sum(parameter_bytes.values())
     hf_seconds = hf_generate(hf, prompts, args.new_tokens)
     harness.log(f"transformers generate: {hf_seconds:.2f}s, {generated / hf_seconds:.0f} tokens/s")
     torch.cuda.empty_cache()
@@ -304,7 +309,6 @@ def main() -> None:
     vllm_runs, _ = vllm_generate(llm, prompts, args.new_tokens, args.repeats)
     vllm_seconds = statistics.median(vllm_runs)
     harness.log(f"vLLM generate: {['%.3f' % s for s in vllm_runs]} s, median {generated / vllm_seconds:.0f} tokens/s")
-    parameter_bytes = {name: p.numel() * p.element_size() for name, p in hf.named_parameters()}
     text_config = json.loads((checkpoint / "config.json").read_text())["text_config"]
     decode = decode_steps(llm, parameter_bytes, text_config, args.prompt_len, args.new_tokens, args.repeats, rate)
 
