@@ -22,7 +22,9 @@ episode's opening prompt names its game (the game's task and first room descript
 validation game; games that open alike form one unit, their episodes averaged), and each resample draws seeds and
 valid_unseen games with replacement and averages GiGPO's outcome minus GRPO's on the same game and seed. Without
 them it resamples seeds only. A run compared at iteration 0 (untrained) is named in a warning. Without a seed that
-has runs of both estimators the comparison is null.
+has runs of both estimators the comparison is null. `lift` reads each estimator alone at the same point: its success
+minus the SFT level (a seed's mean iteration-0 validation), per split and seed, with a bootstrap interval on
+valid_unseen (over games and seeds, each game against its own iteration-0 outcome, when the episodes are given).
 
 `training_comparison` adds the training rollouts' view: a seed's two runs play the same games in each iteration,
 so GiGPO minus GRPO training success pairs by iteration (a third panel of the plot). `training_windows` averages
@@ -185,6 +187,66 @@ def bootstrap_over_games_and_seeds(differences: np.ndarray, rng: np.random.Gener
     return differences[seeds[:, :, None], games[:, None, :]].mean(axis=(1, 2))
 
 
+def compared_points(runs: list[dict[str, Any]]) -> tuple[int, dict[tuple[str, int], dict[str, Any]]]:
+    """The largest environment-step count every run reached, and each run's last curve point at or below it,
+    by (estimator, seed)."""
+    common = min(run["env_steps_reached"] for run in runs)
+    return common, {(run["estimator"], run["seed"]): point_at(run["curve"], common) for run in runs}
+
+
+def sft_level(runs: list[dict[str, Any]], seed: int, split: str) -> float:
+    """A seed's SFT level on `split`: the mean iteration-0 validation of its runs. The runs of a seed start from one
+    SFT checkpoint, so this is one baseline for each of them (two evaluations of one policy differ by sampling
+    noise alone)."""
+    return float(np.mean([run["curve"][0][split] for run in runs if run["seed"] == seed]))
+
+
+def lift(runs: list[dict[str, Any]],
+         outcomes: dict[tuple[str, int], dict[int, dict[str, float]]] | None = None,
+         rng_seed: int = 0) -> dict[str, Any]:
+    """Each estimator's lift: success at the last validation at or below the environment steps every run reached,
+    minus its seed's `sft_level`, per split and seed, and the mean over seeds. On valid_unseen a 95 % bootstrap
+    interval: over games and seeds when `outcomes` holds the episodes of each of the estimator's runs at iteration 0
+    and at the compared iteration (a game's level is its iteration-0 outcome averaged over the seed's runs), else
+    over seeds."""
+    common, at = compared_points(runs)
+    rng = np.random.default_rng(rng_seed)
+    result: dict[str, Any] = {"env_steps": common,
+                              "iterations": {f"{e}_seed{s}": point["iteration"] for (e, s), point in at.items()}}
+    for estimator in sorted({e for e, _ in at}):
+        seeds = sorted(s for e, s in at if e == estimator)
+        by_seed = {split: {s: at[estimator, s][split] - sft_level(runs, s, split) for s in seeds} for split in SPLITS}
+        entry: dict[str, Any] = {split: float(np.mean(list(by_seed[split].values()))) for split in SPLITS}
+        entry["seeds"] = {str(s): {split: by_seed[split][s] for split in SPLITS} for s in seeds}
+        by_game = _lift_by_game(runs, at, estimator, seeds, outcomes or {})
+        if by_game is not None:
+            entry["ci95"] = ci95(bootstrap_over_games_and_seeds(by_game, rng))
+            entry["bootstrap"] = f"over games and seeds ({by_game.shape[1]} valid_unseen games x {len(seeds)} seeds)"
+        else:
+            entry["ci95"] = ci95(bootstrap_over_units(np.array(list(by_seed["valid_unseen"].values())), rng))
+            entry["bootstrap"] = "over seeds (no validation episodes given: games cannot be resampled)"
+        result[estimator] = entry
+    return result
+
+
+def _lift_by_game(runs: list[dict[str, Any]], at: dict[tuple[str, int], dict[str, Any]], estimator: str,
+                  seeds: list[int],
+                  outcomes: dict[tuple[str, int], dict[int, dict[str, float]]]) -> np.ndarray | None:
+    """[seeds, games] valid_unseen outcome at the compared iteration minus the game's SFT level, over the games every
+    needed validation played; None when some run's episodes at iteration 0 or the compared iteration are missing."""
+    same_seed = {s: [(run["estimator"], s) for run in runs if run["seed"] == s] for s in seeds}
+    needed = [(key, 0) for s in seeds for key in same_seed[s]] + [((estimator, s), at[estimator, s]["iteration"])
+                                                                  for s in seeds]
+    if not all(step in outcomes.get(key, {}) for key, step in needed):
+        return None
+    games = sorted(set.intersection(*(set(outcomes[key][step]) for key, step in needed)))
+    if not games:
+        raise ValueError(f"{estimator}'s validation episodes share no valid_unseen game at iteration 0 and the "
+                         f"compared iterations")
+    return np.array([[outcomes[estimator, s][at[estimator, s]["iteration"]][g]
+                      - np.mean([outcomes[key][0][g] for key in same_seed[s]]) for g in games] for s in seeds])
+
+
 def comparison(runs: list[dict[str, Any]],
                outcomes: dict[tuple[str, int], dict[int, dict[str, float]]] | None = None,
                rng_seed: int = 0) -> dict[str, Any] | None:
@@ -193,8 +255,7 @@ def comparison(runs: list[dict[str, Any]],
     and seeds when `outcomes` ({(estimator, seed): game_outcomes of its valid_unseen episodes}) holds every run,
     else over seeds; and each estimator's lift there over the SFT level (per seed, the mean iteration-0 validation
     of its runs). None when no seed has runs of both estimators."""
-    common = min(run["env_steps_reached"] for run in runs)
-    at = {(run["estimator"], run["seed"]): point_at(run["curve"], common) for run in runs}
+    common, at = compared_points(runs)
     seeds = paired_seeds(at)
     if not seeds:
         return None
@@ -212,11 +273,9 @@ def comparison(runs: list[dict[str, Any]],
     else:
         resampled = bootstrap_over_units(differences, rng)
         bootstrap = "over seeds, paired by seed (no validation episodes given: games cannot be resampled)"
-    # A seed's two runs start from one SFT checkpoint: its level is the mean of their iteration-0 validations, one
-    # baseline for both lifts (two evaluations of one policy differ by sampling noise alone).
-    sft = {s: np.mean([run["curve"][0]["valid_unseen"] for run in runs if run["seed"] == s]) for s in seeds}
     lifts = {f"{estimator}_minus_sft_valid_unseen": float(np.mean(
-        [at[estimator, s]["valid_unseen"] - sft[s] for s in seeds])) for estimator in ESTIMATORS}
+        [at[estimator, s]["valid_unseen"] - sft_level(runs, s, "valid_unseen") for s in seeds]))
+        for estimator in ESTIMATORS}
     return {"env_steps": common, "seeds": seeds,
             "iterations": {f"{estimator}_seed{seed}": point["iteration"] for (estimator, seed), point in at.items()},
             "gigpo_minus_grpo_valid_unseen": float(differences.mean()),
@@ -475,6 +534,7 @@ def main(argv: list[str] | None = None) -> None:
                 "eval": sft_eval(args.work / "sft_eval.json")},
         "eval": {"temperature": args.temperature},
         "runs": runs,
+        "lift": lift(runs, outcomes),
         "comparison": comparison(runs, outcomes),
         "training_comparison": training_comparison(runs),
         "training_windows": training_windows(runs),
@@ -486,7 +546,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.table:
         args.table.parent.mkdir(parents=True, exist_ok=True)
         args.table.write_text("\n".join(tables))
-    print(json.dumps({key: result[key] for key in ("comparison", "training_windows")}))
+    print(json.dumps({key: result[key] for key in ("lift", "comparison", "training_windows")}))
     untrained = [run for run, iteration in (result["comparison"] or {}).get("iterations", {}).items()
                  if iteration == 0]
     if untrained:

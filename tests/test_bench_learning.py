@@ -133,6 +133,13 @@ def test_comparison_reads_the_last_point_every_run_reached_never_the_best(tmp_pa
     assert 0.2 - 1e-9 <= lo <= 0.3 <= hi <= 0.4 + 1e-9
     assert comparison["gigpo_minus_sft_valid_unseen"] == pytest.approx(0.35)  # not the best point's 0.7 / 0.55
     assert comparison["grpo_minus_sft_valid_unseen"] == pytest.approx(0.05)
+    lift = result["lift"]  # the same points, each estimator alone; valid_seen is half of valid_unseen in these logs
+    assert lift["iterations"] == comparison["iterations"]
+    assert lift["gigpo"]["valid_unseen"] == pytest.approx(0.35) and lift["gigpo"]["valid_seen"] == pytest.approx(0.175)
+    assert lift["gigpo"]["seeds"]["0"]["valid_unseen"] == pytest.approx(0.3)
+    assert lift["grpo"]["valid_unseen"] == pytest.approx(0.05)
+    assert lift["gigpo"]["bootstrap"].startswith("over seeds")
+    assert lift["gigpo"]["ci95"] == pytest.approx([0.3, 0.4])  # two seeds, 0.3 and 0.4
     assert [p["iteration"] for p in result["runs"][0]["training"]] == [1, 2, 3, 4]
     # every run's training success is 0.1 x iteration: iterations 2..4 of both seeds pair, all even
     assert result["training_comparison"]["pairs"] == 6 and result["training_comparison"]["gigpo_minus_grpo"] == 0
@@ -227,6 +234,26 @@ def test_episodes_are_paired_game_by_game():
     assert paired["gigpo_minus_grpo_valid_unseen"] == 0.5
     assert paired["ci95"] == [0.0, 1.0]  # two games, one won by GiGPO alone
     assert learning.comparison(runs)["ci95"] == [0.5, 0.5]  # one seed: nothing to resample without games
+
+
+def test_a_lift_pairs_each_game_with_its_own_sft_outcome():
+    # one estimator, two seeds, two games; seed 0 won game a at iteration 0 and lost it at 5, won b only at 5
+    runs = [{"estimator": "gigpo", "seed": s, "env_steps_reached": 100,
+             "curve": [{"iteration": 0, "env_steps": 0, "valid_seen": 0.5, "valid_unseen": u0},
+                       {"iteration": 5, "env_steps": 100, "valid_seen": 0.5, "valid_unseen": u5}]}
+            for s, u0, u5 in ((0, 0.5, 0.5), (1, 0.0, 1.0))]
+    outcomes = {("gigpo", 0): {0: {"a": 1.0, "b": 0.0}, 5: {"a": 0.0, "b": 1.0}},
+                ("gigpo", 1): {0: {"a": 0.0, "b": 0.0}, 5: {"a": 1.0, "b": 1.0}}}
+    lift = learning.lift(runs, outcomes)["gigpo"]
+    assert lift["valid_unseen"] == pytest.approx(0.5) and lift["valid_seen"] == 0
+    assert lift["seeds"] == {"0": {"valid_seen": 0, "valid_unseen": 0}, "1": {"valid_seen": 0, "valid_unseen": 1}}
+    assert lift["bootstrap"] == "over games and seeds (2 valid_unseen games x 2 seeds)"
+    # by game: seed 0 -1 / +1, seed 1 +1 / +1; a resample of seed 0 and game a alone is -1
+    lo, hi = lift["ci95"]
+    assert lo == pytest.approx(-1.0) and hi == pytest.approx(1.0)
+    # without the iteration-0 episodes of a run, games cannot be paired: the interval resamples seeds
+    del outcomes["gigpo", 1][0]
+    assert learning.lift(runs, outcomes)["gigpo"]["ci95"] == pytest.approx([0.0, 1.0])
 
 
 def test_games_that_open_alike_are_one_unit_of_their_averaged_episodes(monkeypatch):
