@@ -83,14 +83,14 @@ def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, t
 
 
 def test_the_defaults_are_the_recorded_runs_setting(model_dir, data_dir, tmp_path):
-    """Without variables both estimators run as the committed curves did: penalty 0.1, listed actions only, group
-    statistics over step samples, LR 2e-5."""
+    """Without variables both estimators run as the latest committed curves did: penalty 0.1 on answers out of
+    format (not on unlisted actions), group statistics over step samples, LR 2e-5."""
     work = dry_work(tmp_path, model_dir, data_dir)
     dry_run(work, "rl", SEEDS="0")
     for name in ("gigpo", "grpo"):
         config = OmegaConf.load(work / "runs" / f"{name}_seed0" / "config.yaml")
         assert config.algorithm.gigpo.invalid_action_penalty_coef == 0.1
-        assert config.env.require_admissible is True
+        assert config.env.require_admissible is False
         assert config.algorithm.compute_mean_std_cross_steps is True
         assert config.actor_rollout_ref.actor.optim.lr == 2e-5
     assert config.env.reward_invalid_penalty == 0.1  # GRPO's, through its episode return

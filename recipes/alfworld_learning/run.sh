@@ -71,12 +71,12 @@
 #                   worse: recipes/alfworld_learning/README.md)
 #   PENALTY [0.1]   the invalid-action penalty of both (verl-agent's 0.1): GiGPO's
 #                   algorithm.gigpo.invalid_action_penalty_coef and GRPO's env.reward_invalid_penalty (subtracted
-#                   from its episode return per invalid action). With std normalization a penalty alone sets the
-#                   advantages of a group without a win; at 0, GiGPO's training success on the same games was 0.037
-#                   lower (seed 2: README.md beside this)
-#   REQUIRE_ADMISSIBLE [True]  an action the game does not list counts as invalid for that penalty and the
-#                   invalid-action rate (env.require_admissible; False: only an answer that breaks the format; 46 %
-#                   of the SFT policy's steps are such actions: bench/results/sft_policy_failures_cpu_2026-12-01.txt)
+#                   from its episode return per invalid action)
+#   REQUIRE_ADMISSIBLE [False]  True: an action the game does not list counts as invalid too, for that penalty and
+#                   the invalid-action rate (env.require_admissible). False is verl-agent's meaning (an answer out of
+#                   format). Measured on fresh games (GiGPO, two seeds, same games): with True, unlisted actions fell
+#                   0.44 -> 0.23 of the steps but valid_unseen fell 0.28 -> 0.14; with False it rose 0.23 -> 0.32
+#                   at the compared point (README.md beside this, "Where it stands")
 #   CROSS_STEPS [True]  both estimators' episode advantages normalized over a group's step samples
 #                   (algorithm.compute_mean_std_cross_steps, verl-agent's default) instead of its episodes: counted
 #                   once, an episode passes its advantage to each of its steps, so failures that run to the step
@@ -109,7 +109,7 @@ ITERATIONS=${ITERATIONS:-60}
 TEST_FREQ=${TEST_FREQ:-10}
 LR=${LR:-2e-5}
 PENALTY=${PENALTY:-0.1}
-REQUIRE_ADMISSIBLE=${REQUIRE_ADMISSIBLE:-True}
+REQUIRE_ADMISSIBLE=${REQUIRE_ADMISSIBLE:-False}
 CROSS_STEPS=${CROSS_STEPS:-True}
 TEMPERATURE=${TEMPERATURE:-0.4}
 SFT_EPOCHS=${SFT_EPOCHS:-10}
