@@ -57,8 +57,9 @@ TRAINING_WINDOWS = ((1, 4), (5, 8), (9, 12))  # iterations whose training succes
 
 def learning_curve(log: str, episodes_per_iteration: int) -> list[dict[str, Any]]:
     """One point per validation of `log`: {"iteration", "env_steps", "episodes", "train_success",
-    "train_success_mean", "valid_seen", "valid_unseen"}: train_success is that iteration's, train_success_mean the
-    mean over the iterations since the previous validation (both None at iteration 0, which trained nothing)."""
+    "train_success_mean", "valid_seen", "valid_unseen", "by_task_type"}: train_success is that iteration's,
+    train_success_mean the mean over the iterations since the previous validation (both None at iteration 0, which
+    trained nothing), by_task_type each split's success per task type ({} where the log has none)."""
     steps = logged_steps(log)
     validations = validation_points(log)
     if 0 not in validations:
@@ -78,7 +79,9 @@ def learning_curve(log: str, episodes_per_iteration: int) -> list[dict[str, Any]
                       "episodes": iteration * episodes_per_iteration,
                       "train_success": metrics.get("env/success_rate") if iteration > 0 else None,
                       "train_success_mean": float(np.mean(window)) if window else None,
-                      **{split: validations[iteration][split]["success"] for split in SPLITS}})
+                      **{split: validations[iteration][split]["success"] for split in SPLITS},
+                      "by_task_type": {split: validations[iteration][split]["success_by_task_type"]
+                                       for split in SPLITS}})
         previous = iteration
     return curve
 

@@ -29,8 +29,9 @@ RUNS = {
 
 
 def run_log(length: int, dropped: list[float], unseen: list[float]) -> str:
-    """verl's console lines of a run that validates at iterations 0, 2 and 4 (valid_seen = valid_unseen / 2), with
-    our trainer's step counts: every played episode's actions, logged with the training and validation metrics."""
+    """verl's console lines of a run that validates at iterations 0, 2 and 4 (valid_seen = valid_unseen / 2, and
+    valid_unseen's pick_two task type a quarter of it), with our trainer's step counts: every played episode's
+    actions, logged with the training and validation metrics."""
     lines, cumulative = ["Training Progress: 0it"], 0
     for iteration in range(5):
         metrics = {}
@@ -43,6 +44,7 @@ def run_log(length: int, dropped: list[float], unseen: list[float]) -> str:
             success = unseen[iteration // 2]
             metrics["val-core/alfworld/valid_unseen/acc/mean@1"] = success
             metrics["val-core/alfworld/valid_seen/acc/mean@1"] = success / 2
+            metrics["val-aux/alfworld/valid_unseen/success_rate/pick_two_obj_and_place/mean@1"] = success / 4
         metrics["env/cumulative_steps"] = cumulative
         lines.append(f"(TaskRunnerV1 pid=7) {concat_dict_to_str(metrics, step=iteration)}")
     return "\n".join(lines) + "\n"
@@ -59,6 +61,7 @@ def test_curve_counts_played_actions_and_starts_at_the_sft_validation():
     assert [p["train_success_mean"] for p in curve] == [None, pytest.approx(0.15), pytest.approx(0.35)]
     assert [p["valid_unseen"] for p in curve] == [0.2, 0.3, 0.8]
     assert [p["valid_seen"] for p in curve] == [0.1, 0.15, 0.4]
+    assert curve[2]["by_task_type"] == {"valid_seen": {}, "valid_unseen": {"pick_two_obj_and_place": 0.2}}
 
 
 def test_a_validation_lost_to_a_stop_and_repeated_on_resume_keeps_its_steps():
