@@ -18,10 +18,12 @@ RECIPE = ROOT / "recipes" / "alfworld_learning" / "run.sh"
 
 
 def dry_work(tmp_path: pathlib.Path, model_dir, data_dir) -> pathlib.Path:
-    """A recipe WORK holding the fixture games' data and a checkpoint as its SFT model."""
+    """A recipe WORK holding the fixture games' data (also as the fresh RL games) and a checkpoint as its SFT
+    model."""
     work = tmp_path / "work"
     work.mkdir()
     (work / "data").symlink_to(data_dir)
+    (work / "data_fresh").symlink_to(data_dir)
     (work / "sft_model").symlink_to(model_dir)
     return work
 
@@ -83,8 +85,8 @@ def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, t
 
 
 def test_the_defaults_are_the_recorded_runs_setting(model_dir, data_dir, tmp_path):
-    """Without variables both estimators run as the latest committed curves did: penalty 0.1 on answers out of
-    format (not on unlisted actions), group statistics over step samples, LR 2e-5."""
+    """Without variables both estimators run as the latest committed curves did: on fresh games, penalty 0.1 on
+    answers out of format (not on unlisted actions), group statistics over step samples, LR 2e-5."""
     work = dry_work(tmp_path, model_dir, data_dir)
     dry_run(work, "rl", SEEDS="0")
     for name in ("gigpo", "grpo"):
@@ -93,11 +95,13 @@ def test_the_defaults_are_the_recorded_runs_setting(model_dir, data_dir, tmp_pat
         assert config.env.require_admissible is False
         assert config.algorithm.compute_mean_std_cross_steps is True
         assert config.actor_rollout_ref.actor.optim.lr == 2e-5
+        assert config.data.train_files == str(work / "data_fresh" / "train.parquet")
     assert config.env.reward_invalid_penalty == 0.1  # GRPO's, through its episode return
 
 
 def test_fresh_rl_games_train_on_their_own_file_and_validate_as_before(model_dir, data_dir, tmp_path):
     work = dry_work(tmp_path, model_dir, data_dir)
+    (work / "data_fresh").unlink()
     missing = dry_attempt(work, "rl-gigpo", SEEDS="0", RL_GAMES="fresh")
     assert missing.returncode != 0 and "data_fresh/train.parquet is missing" in missing.stderr
     (work / "data_fresh").mkdir()
@@ -107,7 +111,7 @@ def test_fresh_rl_games_train_on_their_own_file_and_validate_as_before(model_dir
     assert config.data.train_files == str(work / "data_fresh" / "train.parquet")
     assert list(config.data.val_files) == [str(work / "data" / f"{split}.parquet")
                                            for split in ("valid_seen", "valid_unseen")]
-    dry_run(work, "rl-grpo", SEEDS="0")  # the default trains on the demonstrated games
+    dry_run(work, "rl-grpo", SEEDS="0", RL_GAMES="demonstrated")
     config = OmegaConf.load(work / "runs" / "grpo_seed0" / "config.yaml")
     assert config.data.train_files == str(work / "data" / "train.parquet")
     wrong = dry_attempt(work, "rl-gigpo", SEEDS="0", RL_GAMES="unseen")
@@ -119,6 +123,7 @@ def test_the_games_stage_makes_fresh_games_after_the_demonstrated_ones(model_dir
     import pandas as pd
 
     work = dry_work(tmp_path, model_dir, data_dir)
+    (work / "data_fresh").unlink()  # the stage makes them
     dry_run(work, "games", GAMES_TRAIN="2", RL_GAMES="fresh")
     rows = pd.read_parquet(work / "data_fresh" / "train.parquet")
     assert sorted(pathlib.Path(info["game"]).parent.name for info in rows.extra_info) == [
@@ -192,7 +197,8 @@ def test_only_a_start_up_port_race_is_retried_and_a_crashed_run_is_never_done(tm
         f'[ "$(wc -l < "$WORK/attempts")" -gt 1 ] && echo "step:1 - trained" && exit 0\n'
         f'echo "{failure}"; exit 1\n')
     work = tmp_path / "work"
-    env = {**os.environ, "WORK": str(work), "SEEDS": "0", "RAY_STOP": "0", "PYTHON": sys.executable}
+    env = {**os.environ, "WORK": str(work), "SEEDS": "0", "RAY_STOP": "0", "PYTHON": sys.executable,
+           "RL_GAMES": "demonstrated"}  # no games here: the launcher is a stub
     env.pop("DRY_RUN", None)
     finished = subprocess.run(["bash", str(repo / "recipes" / "alfworld_learning" / "run.sh"), "rl-gigpo"], env=env,
                               capture_output=True, text=True, timeout=60)

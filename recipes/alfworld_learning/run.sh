@@ -34,11 +34,12 @@
 #   WORK [$HOME/alfworld_learning]   PRESET [small]   GPU [h200] (names the result files)
 #   GAMES_TRAIN [1000] GAMES_VALID_SEEN [50] GAMES_VALID_UNSEEN [50] GAMES_SEED [0]  (a game depends only on
 #                   the seed, its split and its index: 200 training games are the first 200 of 1000)
-#   RL_GAMES [demonstrated]  the RL runs' training games: `demonstrated` (WORK/data's, the games SFT learned
-#                   from) or `fresh` (WORK/data_fresh's: GAMES_TRAIN games after them, indices GAMES_TRAIN on,
-#                   never demonstrated, so every training episode is also a held-out one); validation is the same
-#                   (on 64 demonstrated games GiGPO's training success rose 0.41 -> 0.63 while valid_unseen did not
-#                   move: tests/gpu/results/learn_rl_train64_h200_2026-12-02.txt)
+#   RL_GAMES [fresh]  the RL runs' training games: `fresh` (WORK/data_fresh's: GAMES_TRAIN games after the
+#                   demonstrated ones, indices GAMES_TRAIN on, never demonstrated, so every training episode is also
+#                   a held-out one) or `demonstrated` (WORK/data's, the games SFT learned from); validation is the
+#                   same. On 64 demonstrated games GiGPO's training success rose 0.41 -> 0.63 while valid_unseen did
+#                   not move (tests/gpu/results/learn_rl_train64_h200_2026-12-02.txt): what SFT half remembers, RL
+#                   memorises
 #   SFT_SOURCE [expert] the demonstrations (sft_data --source): `expert` (alfworld's hand-coded expert, which
 #                   searches receptacles as a player must, on the games it wins within MAX_STEPS: cloned on the
 #                   715 of 1000 games it wins within 30 steps, it won 24 % / 14 % of valid_seen / valid_unseen,
@@ -117,7 +118,7 @@ SFT_LR=${SFT_LR:-5e-4}
 SFT_SOURCE=${SFT_SOURCE:-expert}
 SFT_RELABEL=${SFT_RELABEL:-}
 SFT_THOUGHT=${SFT_THOUGHT:-plain}
-RL_GAMES=${RL_GAMES:-demonstrated}
+RL_GAMES=${RL_GAMES:-fresh}
 case $RL_GAMES in
   demonstrated | fresh) ;;
   *) echo "RL_GAMES must be demonstrated or fresh, not '$RL_GAMES'" >&2; exit 2 ;;

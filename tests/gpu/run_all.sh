@@ -185,7 +185,7 @@ learn_rl() {  # one estimator's RL runs from the carried SFT checkpoint, under t
   # The games and parquet files, made once on the node for every lane (the first lane makes them, the others wait):
   # data/, and data_fresh/ for RL_GAMES=fresh
   local folder folders=(data)
-  [ "${RL_GAMES:-demonstrated}" = fresh ] && folders+=(data_fresh)
+  [ "${RL_GAMES:-fresh}" = fresh ] && folders+=(data_fresh)
   for folder in "${folders[@]}"; do
     [ -e "$LEARN_WORK/$folder" ] && continue
     { flock 9 && carried_data "$LEARN_GAMES_WORK" && WORK=$LEARN_GAMES_WORK bash recipes/alfworld_learning/run.sh games
