@@ -190,6 +190,8 @@ def test_each_bad_config_gets_one_clear_error(model_dir, data_dir, overrides, me
     (["+env.resources_per_worker.num_gpus=1"],
      r"unknown key\(s\) under env: env.resources_per_worker.num_gpus .*'resources_per_worker.num_cpus'"),
     (["env.reward_invalid_penalty=-0.1"], "env.reward_invalid_penalty must be 0 or more"),
+    (["env.require_admissible=no"], "env.require_admissible=no is not a boolean: accepted are True and False"),
+    (["env.serve_text_only=1"], "env.serve_text_only=1 is not a boolean"),
     (["env.env_name=alfwrld"], r"env.env_name='alfwrld' is not a registered environment; registered: \['alfworld'"),
     (["data.train_batch_size=0"], "data.train_batch_size .* at least 1, got 0"),
 ])

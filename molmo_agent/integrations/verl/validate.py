@@ -241,6 +241,9 @@ def check_environment(config: DictConfig) -> None:
     if env.reward_invalid_penalty < 0:
         raise ValueError(f"env.reward_invalid_penalty must be 0 or more (a penalty per invalid action), got "
                          f"{env.reward_invalid_penalty}")
+    for knob in ("require_admissible", "serve_text_only"):  # read with bool(): the string "no" would be True
+        if not isinstance(env.get(knob, False), bool):
+            raise ValueError(f"env.{knob}={env[knob]} is not a boolean: accepted are True and False")
     for knob in ("pool_size", "workers_per_pool"):
         if env.get(knob) is not None and env[knob] < 1:
             raise ValueError(f"env.{knob} must be at least 1 (or null for the default), got {env[knob]}")
