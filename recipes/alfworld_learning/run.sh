@@ -12,8 +12,8 @@
 #   model     a from-scratch checkpoint (make_checkpoint --size PRESET) in WORK/model; skipped when MODEL_PATH
 #             is set (e.g. allenai/Molmo2-4B: then SFT is optional, SFT_MODEL=MODEL_PATH skips it)
 #   games     GAMES_TRAIN / GAMES_VALID_SEEN / GAMES_VALID_UNSEEN generated games (GAMES_SEED) in WORK/data/games
-#             and the RL parquet files in WORK/data; with RL_GAMES=fresh also GAMES_TRAIN more training games in
-#             WORK/data_fresh (games/, train.parquet)
+#             and the RL parquet files in WORK/data; with RL_GAMES=fresh (the default) GAMES_TRAIN more training
+#             games in WORK/data_fresh (games/, train.parquet)
 #   sft-data  one row per demonstration step (the agent loop's prompt ids) in WORK/data/sft, from SFT_SOURCE
 #   sft       examples/sft/run_alfworld_sft_molmo2.sh for at most SFT_EPOCHS, saving each epoch; the epoch with
 #             the lowest validation loss on valid_seen rows is linked as WORK/sft_model (sft_select.py,
