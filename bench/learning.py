@@ -256,8 +256,8 @@ def comparison(runs: list[dict[str, Any]],
     """GiGPO minus GRPO valid_unseen success at the last validation at or below the largest environment-step count
     every run reached (each run's `env_steps_reached`), paired by seed, with a 95 % bootstrap interval: over games
     and seeds when `outcomes` ({(estimator, seed): game_outcomes of its valid_unseen episodes}) holds every run,
-    else over seeds; and each estimator's lift there over the SFT level (per seed, the mean iteration-0 validation
-    of its runs). None when no seed has runs of both estimators."""
+    else over seeds (each estimator's lift at the same points is `lift`'s). None when no seed has runs of both
+    estimators."""
     common, at = compared_points(runs)
     seeds = paired_seeds(at)
     if not seeds:
@@ -276,15 +276,11 @@ def comparison(runs: list[dict[str, Any]],
     else:
         resampled = bootstrap_over_units(differences, rng)
         bootstrap = "over seeds, paired by seed (no validation episodes given: games cannot be resampled)"
-    lifts = {f"{estimator}_minus_sft_valid_unseen": float(np.mean(
-        [at[estimator, s]["valid_unseen"] - sft_level(runs, s, "valid_unseen") for s in seeds]))
-        for estimator in ESTIMATORS}
     return {"env_steps": common, "seeds": seeds,
             "iterations": {f"{estimator}_seed{seed}": point["iteration"] for (estimator, seed), point in at.items()},
             "gigpo_minus_grpo_valid_unseen": float(differences.mean()),
             "ci95": ci95(resampled),
-            "bootstrap": bootstrap,
-            **lifts}
+            "bootstrap": bootstrap}
 
 
 def training_comparison(runs: list[dict[str, Any]], rng_seed: int = 0) -> dict[str, Any] | None:
