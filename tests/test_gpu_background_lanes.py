@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STUB_RUN_ALL = 'echo "$LANE" > "$OUT/lane"; echo $$ > "$OUT/pid"; exec sleep 60\n'
+STUB_RUN_ALL = ('echo "$LANE" > "$OUT/lane"; echo "$VLLM_PORT" > "$OUT/vllm_port"; echo $$ > "$OUT/pid"; '
+                'exec sleep 60\n')
 
 
 def _checkout(tmp_path: Path) -> Path:
@@ -29,10 +30,12 @@ def _checkout(tmp_path: Path) -> Path:
     return repo
 
 
-def _start(repo: Path, home: Path, lane: str, gpus: str | None, kv_cache_gb: str | None = None
-           ) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "KV_CACHE_GB")}
+def _start(repo: Path, home: Path, lane: str, gpus: str | None, kv_cache_gb: str | None = None,
+           vllm_port: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "KV_CACHE_GB", "VLLM_PORT")}
     env["HOME"] = str(home)
+    if vllm_port is not None:
+        env["VLLM_PORT"] = vllm_port
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpus
     if kv_cache_gb is not None:
@@ -94,6 +97,31 @@ def test_lanes_that_fix_the_kv_cache_share_a_gpu_only_with_each_other(tmp_path: 
         assert _start(repo, home, "a", "2").returncode == 0
         assert not (home / "bg-a.shares").exists()
         assert _start(repo, home, "f", "2", kv_cache_gb="2").returncode == 2
+    finally:
+        time.sleep(0.5)
+        _stop_lanes(home)
+
+
+def _lane_file(home: Path, lane: str, name: str) -> str:
+    path, deadline = home / f"bg-out-{lane}" / name, time.time() + 20
+    while not path.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    return path.read_text().strip()
+
+
+def test_lanes_draw_vllm_ports_from_ranges_of_their_own(tmp_path: Path) -> None:
+    repo, home = _checkout(tmp_path), tmp_path / "home"
+    home.mkdir()
+    try:
+        for lane in "gsr":
+            assert _start(repo, home, lane, "0", kv_cache_gb="4").returncode == 0
+        assert [_lane_file(home, lane, "vllm_port") for lane in "gsr"] == ["20000", "21000", "22000"]
+        # a restarted lane keeps its range; a port the user set is kept
+        (home / "bg-s.done").touch()
+        assert _start(repo, home, "s", "0", kv_cache_gb="4").returncode == 0
+        assert _lane_file(home, "s", "vllm_port") == "21000"
+        assert _start(repo, home, "x", "1", vllm_port="30500").returncode == 0
+        assert _lane_file(home, "x", "vllm_port") == "30500"
     finally:
         time.sleep(0.5)
         _stop_lanes(home)

@@ -23,7 +23,9 @@
 # (tests/gpu/results/lanes_shared_gpu_h200x2_2026-11-30.txt). Except lanes that fix vLLM's KV cache
 # (KV_CACHE_GB, read by examples/gigpo_trainer/run_alfworld.sh, so every verl launch of the e2e and learn-* stages):
 # vLLM skips that profiling, so lanes started with it may share a GPU with each other. Start such lanes a minute
-# apart: two verl launches starting together can pick the same rendezvous port (EADDRINUSE).
+# apart: their start-ups contend for the cores. Each lane gets VLLM_PORT (20000, 21000, ... in start order) unless
+# it is set: its vLLM servers take their rendezvous ports from there, not at random (where two lanes' servers
+# starting together once drew the same port, EADDRINUSE).
 # `wait` does not source env.sh: reinstalling the checkout under running stages would pull files from under them.
 # The node goes back after 30 s without a command: issue each `wait` right after the last.
 set -uo pipefail
@@ -73,7 +75,11 @@ case ${1:-} in
     # (the device tool's copy can carry an older index than its files).
     git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} sh -c '[ -f "$1" ] && cp --parents -t "$0" "$1"' "$bg" {}
     lane_env=()
-    [ $isolated = 1 ] && lane_env=(PROJECT_DIR="$HOME/project-$lane" RAY_STOP=0 LANE="$lane")
+    # vLLM scans up from VLLM_PORT for a free port; these ranges lie between Ray's worker ports (10002-19999) and
+    # the kernel's ephemeral ones (32768 on), where neither Ray nor a port drawn at random lands
+    index=$(grep -nx "$lane" "$LANES" | cut -d: -f1)
+    [ $isolated = 1 ] && lane_env=(PROJECT_DIR="$HOME/project-$lane" RAY_STOP=0 LANE="$lane"
+                                   VLLM_PORT="${VLLM_PORT:-$((20000 + 1000 * ((index - 1) % 12)))}")
     run='bash tests/gpu/run_all.sh "${@:2}" > "$0/console.log" 2>&1; touch "$1"'  # $0: output folder, $1: done mark
     # every process of the lane off this command's output, so that the command returns at once
     (cd "$bg" && env OUT="$bg_out" "${lane_env[@]}" setsid nohup bash -c "$run" "$bg_out" "$bg.done" "$@" &) \
