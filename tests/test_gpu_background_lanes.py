@@ -52,16 +52,21 @@ def _stop_lanes(home: Path) -> None:
             pass
 
 
+def _lane_file(home: Path, lane: str, name: str) -> str:
+    """The text of a file the stub run_all.sh of `lane` writes, once it is there (20 s at most)."""
+    path, deadline = home / f"bg-out-{lane}" / name, time.time() + 20
+    while not path.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    return path.read_text().strip()
+
+
 def test_a_lane_may_not_start_on_a_gpu_a_running_lane_uses(tmp_path: Path) -> None:
     repo, home = _checkout(tmp_path), tmp_path / "home"
     home.mkdir()
     try:
         assert _start(repo, home, "a", "0").returncode == 0
-        deadline = time.time() + 20
-        while not (home / "bg-out-a" / "pid").exists() and time.time() < deadline:
-            time.sleep(0.1)
         # the lane's name reaches run_all.sh, which names its work folders after it
-        assert (home / "bg-out-a" / "lane").read_text() == "a\n"
+        assert _lane_file(home, "a", "lane") == "a"
 
         refused = _start(repo, home, "b", "1,0")
         assert refused.returncode == 2
@@ -100,13 +105,6 @@ def test_lanes_that_fix_the_kv_cache_share_a_gpu_only_with_each_other(tmp_path: 
     finally:
         time.sleep(0.5)
         _stop_lanes(home)
-
-
-def _lane_file(home: Path, lane: str, name: str) -> str:
-    path, deadline = home / f"bg-out-{lane}" / name, time.time() + 20
-    while not path.exists() and time.time() < deadline:
-        time.sleep(0.1)
-    return path.read_text().strip()
 
 
 def test_lanes_draw_vllm_ports_from_ranges_of_their_own(tmp_path: Path) -> None:

@@ -75,11 +75,13 @@ case ${1:-} in
     # (the device tool's copy can carry an older index than its files).
     git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} sh -c '[ -f "$1" ] && cp --parents -t "$0" "$1"' "$bg" {}
     lane_env=()
-    # vLLM scans up from VLLM_PORT for a free port; these ranges lie between Ray's worker ports (10002-19999) and
-    # the kernel's ephemeral ones (32768 on), where neither Ray nor a port drawn at random lands
-    index=$(grep -nx "$lane" "$LANES" | cut -d: -f1)
-    [ $isolated = 1 ] && lane_env=(PROJECT_DIR="$HOME/project-$lane" RAY_STOP=0 LANE="$lane"
-                                   VLLM_PORT="${VLLM_PORT:-$((20000 + 1000 * ((index - 1) % 12)))}")
+    if [ $isolated = 1 ]; then
+      # vLLM scans up from VLLM_PORT for a free port; these ranges lie between Ray's worker ports (10002-19999)
+      # and the kernel's ephemeral ones (32768 on), where neither Ray nor a port drawn at random lands
+      index=$(grep -nx "$lane" "$LANES" | cut -d: -f1)
+      lane_env=(PROJECT_DIR="$HOME/project-$lane" RAY_STOP=0 LANE="$lane"
+                VLLM_PORT="${VLLM_PORT:-$((20000 + 1000 * ((index - 1) % 12)))}")
+    fi
     run='bash tests/gpu/run_all.sh "${@:2}" > "$0/console.log" 2>&1; touch "$1"'  # $0: output folder, $1: done mark
     # every process of the lane off this command's output, so that the command returns at once
     (cd "$bg" && env OUT="$bg_out" "${lane_env[@]}" setsid nohup bash -c "$run" "$bg_out" "$bg.done" "$@" &) \
