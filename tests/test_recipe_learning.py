@@ -48,7 +48,8 @@ def dry_run(work: pathlib.Path, stage: str, **variables: str) -> subprocess.Comp
 def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, tmp_path, gpus):
     work = dry_work(tmp_path, model_dir, data_dir)
     dry_run(work, "rl", SEEDS="3", LR="3e-5", PENALTY="0.2", TEST_FREQ="4", ITERATIONS="12", TEMPERATURE="0.5",
-            N_GPUS=str(gpus), REQUIRE_ADMISSIBLE=str(gpus == 2), CROSS_STEPS=str(gpus == 1))
+            N_GPUS=str(gpus), REQUIRE_ADMISSIBLE=str(gpus == 2), CROSS_STEPS=str(gpus == 1),
+            ROLLOUT_TEMPERATURE="1.5", ROLLOUT_TOP_K="20")
     configs = {name: OmegaConf.load(work / "runs" / f"{name}_seed3" / "config.yaml")
                for name in ("gigpo", "grpo")}
     for name, config in configs.items():
@@ -65,6 +66,8 @@ def test_gigpo_and_grpo_runs_differ_only_in_the_advantage(model_dir, data_dir, t
         assert config.trainer.validation_data_dir == str(work / "runs" / f"{name}_seed3" / "validation")
         assert config.actor_rollout_ref.rollout.val_kwargs.n == 1
         assert config.actor_rollout_ref.rollout.val_kwargs.temperature == 0.5
+        assert (config.actor_rollout_ref.rollout.temperature, config.actor_rollout_ref.rollout.top_k) == (1.5, 20)
+        assert config.actor_rollout_ref.rollout.val_kwargs.top_k == -1  # validation samples as before
         # a from-scratch preset: short padded samples, large micro-batches that split each GPU's share evenly,
         # activations kept for the backward (small enough to fit; recomputing them costs a third of the update)
         assert (config.data.max_prompt_length, config.data.max_response_length) == (1024, 128)
@@ -96,7 +99,18 @@ def test_the_defaults_are_the_recorded_runs_setting(model_dir, data_dir, tmp_pat
         assert config.algorithm.compute_mean_std_cross_steps is True
         assert config.actor_rollout_ref.actor.optim.lr == 2e-5
         assert config.data.train_files == str(work / "data_fresh" / "train.parquet")
+        assert (config.actor_rollout_ref.rollout.temperature, config.actor_rollout_ref.rollout.top_k) == (1.0, -1)
     assert config.env.reward_invalid_penalty == 0.1  # GRPO's, through its episode return
+
+
+@pytest.mark.parametrize("variables, refused", [({"ROLLOUT_TEMPERATURE": "1.5"}, True),
+                                                ({"ROLLOUT_TEMPERATURE": "1.5", "ROLLOUT_TOP_K": "20"}, False),
+                                                ({"ROLLOUT_TEMPERATURE": "0.9"}, False)])
+def test_a_from_scratch_preset_samples_above_temperature_one_only_with_a_top_k(model_dir, data_dir, tmp_path,
+                                                                              variables, refused):
+    done = dry_attempt(dry_work(tmp_path, model_dir, data_dir), "rl-gigpo", SEEDS="0", **variables)
+    assert (done.returncode == 2) is refused, done.stderr[-2000:]
+    assert ("needs ROLLOUT_TOP_K" in done.stderr) is refused
 
 
 def test_fresh_rl_games_train_on_their_own_file_and_validate_as_before(model_dir, data_dir, tmp_path):

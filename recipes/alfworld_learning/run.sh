@@ -85,6 +85,12 @@
 #                   it helped GRPO (negative share 0.63 -> 0.50, entropy and inadmissible share lower, training
 #                   success +0.056) and left GiGPO's training success level (-0.010): README.md beside this
 #   TEMPERATURE [0.4]  validation temperature of every run, above 0 (each game once: val_kwargs.n=1)
+#   ROLLOUT_TEMPERATURE [1.0] ROLLOUT_TOP_K [-1]  the training rollouts' sampling of both estimators (the
+#                   trainer scores log-probs at the same temperature; -1: no top-k). The SFT policy departs from the
+#                   demonstrated answer in 27 % of valid_unseen states at 1.0; at 1.5 with top-k 20 in 45 % (a group
+#                   of 8 in 93 % instead of 50 %). Above 1.0 a from-scratch preset needs a top-k: it never saw 151,670
+#                   of the tokenizer's ids, and at 1.5 they hold 17 % of each token's mass, in 99.7 % of answers
+#                   (bench/results/sampling_tail_sft_cpu_2026-12-03.json), so the recipe refuses that pair
 #   TRAIN_BATCH [16] GROUP_SIZE [8] MAX_STEPS [30] HISTORY [2] N_GPUS [1]
 #   MAX_PROMPT [1024] MAX_RESPONSE [128]  token limits of the SFT rows and of the RL runs alike: the expert's
 #                   demonstrations of the 200/50/50 games have prompts of at most 974 tokens and answers of at most
@@ -113,6 +119,8 @@ PENALTY=${PENALTY:-0.1}
 REQUIRE_ADMISSIBLE=${REQUIRE_ADMISSIBLE:-False}
 CROSS_STEPS=${CROSS_STEPS:-True}
 TEMPERATURE=${TEMPERATURE:-0.4}
+ROLLOUT_TEMPERATURE=${ROLLOUT_TEMPERATURE:-1.0}
+ROLLOUT_TOP_K=${ROLLOUT_TOP_K:--1}
 SFT_EPOCHS=${SFT_EPOCHS:-10}
 SFT_LR=${SFT_LR:-5e-4}
 SFT_SOURCE=${SFT_SOURCE:-expert}
@@ -123,6 +131,11 @@ case $RL_GAMES in
   demonstrated | fresh) ;;
   *) echo "RL_GAMES must be demonstrated or fresh, not '$RL_GAMES'" >&2; exit 2 ;;
 esac
+if [ -z "${MODEL_PATH:-}" ] && [ "$ROLLOUT_TOP_K" -le 0 ] && awk "BEGIN { exit !($ROLLOUT_TEMPERATURE > 1) }"; then
+  echo "ROLLOUT_TEMPERATURE=$ROLLOUT_TEMPERATURE needs ROLLOUT_TOP_K (e.g. 20) with a from-scratch preset: above 1.0" \
+    "its samples fill with the tokens it never saw (bench/results/sampling_tail_sft_cpu_2026-12-03.json)" >&2
+  exit 2
+fi
 PYTHON=${PYTHON:-python3}
 export DATA_DIR=$WORK/data PYTHON N_GPUS=${N_GPUS:-1} TRAIN_BATCH=${TRAIN_BATCH:-16} GROUP_SIZE=${GROUP_SIZE:-8} \
   MAX_STEPS=${MAX_STEPS:-30} HISTORY=${HISTORY:-2} MAX_PROMPT=${MAX_PROMPT:-1024} MAX_RESPONSE=${MAX_RESPONSE:-128}
@@ -230,6 +243,7 @@ rl_run() {  # rl_run ESTIMATOR SEED: one run from the SFT checkpoint, skipped wh
     algorithm.gigpo.invalid_action_penalty_coef="$PENALTY" env.require_admissible="$REQUIRE_ADMISSIBLE"
     algorithm.compute_mean_std_cross_steps="$CROSS_STEPS"
     actor_rollout_ref.actor.optim.lr="$LR"
+    actor_rollout_ref.rollout.temperature="$ROLLOUT_TEMPERATURE" actor_rollout_ref.rollout.top_k="$ROLLOUT_TOP_K"
     data.max_prompt_length="$MAX_PROMPT" data.max_response_length="$MAX_RESPONSE"
     data.seed="$2" actor_rollout_ref.rollout.seed="$2"
     actor_rollout_ref.rollout.val_kwargs.n=1
