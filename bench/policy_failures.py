@@ -6,10 +6,11 @@ inadmissible actions and forgotten sightings behind it, beside alfworld's hand-c
 - `--player policy`: a checkpoint on the CPU, prompted as the agent loop and the SFT rows prompt it (the RL config
   with the recipe's knobs through `sft_data.rl_config`, verl's token builder through `sft_data.StepRows`,
   `agent_loop.step_prompt_ids` with the last --history steps), sampled at --temperature (the recipe's validation
-  temperature; 0 is greedy), --batch games at a time, left-padded. The answer is read by the environment's
-  `parse_action` and sent to the environment even when not admissible ("Nothing happens."), as in training and
-  validation. Each step records the answer, the action, whether it was well formed and admissible, the observation
-  it got, and how many history steps the prompt held.
+  temperature; 0 is greedy; --top-k cuts to the largest logits as a rollout's top_k does), --batch games at a
+  time, left-padded, each game --group-size times in a row (a training group). The answer is read by the
+  environment's `parse_action` and sent to the environment even when not admissible ("Nothing happens."), as in
+  training and validation. Each step records the answer, the action, whether it was well formed and admissible,
+  the observation it got, and how many history steps the prompt held.
 - `--player expert`: alfworld's hand-coded expert (`envs.alfworld.expert.expert_actions`, seeded with --seed):
   whether it wins within --max-steps, and its actions or why it did not win.
 
@@ -35,8 +36,8 @@ object or number, or in the action after a matching thought. Minutes on the CPU 
 and the states are the demonstrator's, not the policy's (--agreement's).
 
     python bench/policy_failures.py play --player policy --model DIR --games ROOT --split valid_unseen \\
-        [--temperature 0.4 --seed 0 --batch 25 --max-steps 30 --history 2 --prompt-length 1024 \\
-        --response-length 128] --out POLICY.jsonl.gz
+        [--temperature 0.4 --top-k 0 --group-size 1 --seed 0 --batch 25 --max-steps 30 --history 2 \\
+        --prompt-length 1024 --response-length 128] --out POLICY.jsonl.gz
     python bench/policy_failures.py play --player expert --games ROOT --split valid_unseen valid_seen \\
         [--max-steps 30 --seed 0] --out EXPERT.jsonl.gz
     python bench/policy_failures.py analyze --traces POLICY.jsonl.gz [--expert EXPERT.jsonl.gz] [--history 2] \\
@@ -123,8 +124,9 @@ class Episode:
 
 
 def generate_ids(model: Any, tokenizer: Any, prompts: list[list[int]], temperature: float,
-                 max_tokens: int) -> list[list[int]]:
-    """The model's answers to token-id prompts in one left-padded batch, as token ids cut after EOS."""
+                 max_tokens: int, top_k: int = 0) -> list[list[int]]:
+    """The model's answers to token-id prompts in one left-padded batch, as token ids cut after EOS; sampled
+    from the `top_k` largest logits only when it is above 0."""
     import torch
 
     width = max(map(len, prompts))
@@ -133,7 +135,7 @@ def generate_ids(model: Any, tokenizer: Any, prompts: list[list[int]], temperatu
     for row, prompt in enumerate(prompts):
         ids[row, width - len(prompt):] = torch.tensor(prompt)
         mask[row, width - len(prompt):] = 1
-    sampling = ({"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature
+    sampling = ({"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": max(top_k, 0)} if temperature
                 else {"do_sample": False})
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens,
@@ -146,10 +148,11 @@ def generate_ids(model: Any, tokenizer: Any, prompts: list[list[int]], temperatu
     return answers
 
 
-def generate(model: Any, tokenizer: Any, prompts: list[list[int]], temperature: float, max_tokens: int) -> list[str]:
+def generate(model: Any, tokenizer: Any, prompts: list[list[int]], temperature: float, max_tokens: int,
+             top_k: int = 0) -> list[str]:
     """`generate_ids`' answers decoded as the agent loop decodes them."""
     return [tokenizer.decode(answer, skip_special_tokens=True)
-            for answer in generate_ids(model, tokenizer, prompts, temperature, max_tokens)]
+            for answer in generate_ids(model, tokenizer, prompts, temperature, max_tokens, top_k)]
 
 
 def divergence(reference: list[int], answer: list[int], tokenizer: Any) -> str:
@@ -217,11 +220,12 @@ def play_policy(args: argparse.Namespace, games: list[Game], out: IO[str]) -> No
             observation, info = env.reset(options={"game": game.path})
             episodes.append(Episode(env, observation_text(observation), info, {
                 "game": game.path, "split": game.split, "task": info[INFO_TASK], "task_type": info[INFO_TASK_TYPE],
-                "initial_obs": observation_text(observation), "temperature": args.temperature, "seed": args.seed,
+                "initial_obs": observation_text(observation), "temperature": args.temperature, "top_k": args.top_k,
+                "seed": args.seed,
                 "steps": []}))
         while active := [episode for episode in episodes if not episode.done]:
             prompts = [prompt_ids(episode, args.history, prompt_length) for episode in active]
-            answers = generate(model, rows.tokenizer, prompts, args.temperature, response_length)
+            answers = generate(model, rows.tokenizer, prompts, args.temperature, response_length, args.top_k)
             for episode, prompt, answer in zip(active, prompts, answers):
                 projected = rows.spec.parse_action(answer, episode.info)
                 listed = episode.info[INFO_ADMISSIBLE]
@@ -611,7 +615,8 @@ def imitate(args: argparse.Namespace) -> None:
 
 def play(args: argparse.Namespace) -> None:
     """Play the games of --split (every one, or --limit of each) with --player; the traces to --out."""
-    games = [game for split in args.split for game in evenly_spaced(load_games(args.games, split), args.limit)]
+    games = [game for split in args.split for game in evenly_spaced(load_games(args.games, split), args.limit)
+             for _ in range(args.group_size)]
     with open_text(args.out, "w") as out:
         (play_policy if args.player == "policy" else play_expert)(args, games, out)
     print(f"written {args.out}")
@@ -628,6 +633,9 @@ def main(argv: Iterable[str] | None = None) -> None:
     player.add_argument("--limit", type=int,
                         help="play N games of each split, evenly spaced in the tree's order (grouped by task type)")
     player.add_argument("--temperature", type=float, default=0.4, help="the recipe's validation temperature")
+    player.add_argument("--top-k", type=int, default=0, help="the policy samples its top-k tokens only (0: all)")
+    player.add_argument("--group-size", type=int, default=1,
+                        help="episodes of each game, one after another (a training group: GROUP_SIZE)")
     player.add_argument("--seed", type=int, default=0, help="the policy's sampling seed; the expert's random draws")
     player.add_argument("--batch", type=int, default=25, help="games played at once (sampling depends on it)")
     player.add_argument("--max-steps", type=int, default=30)

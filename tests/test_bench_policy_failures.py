@@ -119,15 +119,20 @@ def test_the_expert_plays_the_fixture_games_and_analyze_reads_gzipped_traces(tmp
     assert written["tables"] == capsys.readouterr().out.splitlines()[-len(written["tables"]) - 1:-1]
 
 
-def test_a_checkpoint_plays_a_fixture_game_and_the_prompt_drops_history_to_fit(molmo2_dir, tmp_path):
-    """The tiny random checkpoint answers gibberish: unreadable, still sent to the game. Its second prompt holds one
-    history step only without the 200-token limit, so the step's prompt holds none."""
+def one_game_tree(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A game tree holding one fixture game (look_at_obj_in_light) as valid_unseen."""
     trial = pathlib.Path(next(game for game in game_files() if "valid_unseen/look_at_obj_in_light" in game)).parent
     split = tmp_path / "games" / "json_2.1.1" / "valid_unseen" / trial.parent.name
     split.mkdir(parents=True)
     (split / trial.name).symlink_to(trial)
+    return tmp_path / "games"
+
+
+def test_a_checkpoint_plays_a_fixture_game_and_the_prompt_drops_history_to_fit(molmo2_dir, tmp_path):
+    """The tiny random checkpoint answers gibberish: unreadable, still sent to the game. Its second prompt holds one
+    history step only without the 200-token limit, so the step's prompt holds none."""
     traces = tmp_path / "policy.jsonl"
-    bench.main(["play", "--player", "policy", "--model", str(molmo2_dir), "--games", str(tmp_path / "games"),
+    bench.main(["play", "--player", "policy", "--model", str(molmo2_dir), "--games", str(one_game_tree(tmp_path)),
                 "--max-steps", "2", "--prompt-length", "200", "--response-length", "8", "--out", str(traces)])
     [record] = bench.read_traces(traces)
     assert record["task_type"] == "look_at_obj_in_light" and not record["won"] and record["n_steps"] == 2
@@ -135,6 +140,23 @@ def test_a_checkpoint_plays_a_fixture_game_and_the_prompt_drops_history_to_fit(m
     assert all(not s["format_ok"] and s["obs"] == NOTHING for s in record["steps"])
     analysis = bench.analyze_episode(record, history_length=2)
     assert analysis["history_cut"] == 1 and analysis["inadmissible"] == {"unreadable answer: missing_action_tags": 2}
+
+
+def test_a_group_plays_each_game_several_times_sampling_the_top_k(molmo2_dir, tmp_path, monkeypatch):
+    asked = []
+
+    def sample(model, tokenizer, prompts, temperature, max_tokens, top_k=0):
+        asked.append((len(prompts), temperature, top_k))
+        return [tokenizer.encode("<think>x</think><action>look</action>")] * len(prompts)
+    monkeypatch.setattr(bench, "generate_ids", sample)
+    traces = tmp_path / "policy.jsonl"
+    bench.main(["play", "--player", "policy", "--model", str(molmo2_dir), "--games", str(one_game_tree(tmp_path)),
+                "--group-size", "3", "--temperature", "1.5", "--top-k", "20", "--max-steps", "1", "--out",
+                str(traces)])
+    records = bench.read_traces(traces)
+    assert asked == [(3, 1.5, 20)]  # the group's episodes answered in one batch
+    assert len({record["game"] for record in records}) == 1 and len(records) == 3
+    assert all(record["top_k"] == 20 and record["steps"][0]["action"] == "look" for record in records)
 
 
 def test_a_limit_plays_games_spread_over_the_task_types():

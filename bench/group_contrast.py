@@ -1,0 +1,91 @@
+"""What a training group of the policy's own episodes gives the estimators to compare, per sampling setting.
+
+    python bench/group_contrast.py TRACES... --out bench/results/NAME.json [--command "COMMAND" ...]
+
+TRACES are `bench/policy_failures.py play --group-size G` files (each game G times: a group, as GROUP_SIZE
+episodes of one game in training), one per sampling setting (their records name the temperature and top-k).
+For each file:
+- `success`, `steps`, `format_errors` and `inadmissible` (shares of the steps), `episode_length`;
+- `mixed_groups`: the share of groups that both won and lost (an episode advantage other than 0 needs one);
+- `anchor_group_share`: the share of steps whose GiGPO anchor (`envs.prompts.anchor_observation`: the raw
+  observation, with the task at step 0) another step of its group shares;
+- `contrast_share`: the share of steps in an anchor group whose steps took at least two different actions — the
+  states where GiGPO's step advantage compares actions, not only later luck;
+- `distinct_actions`: the mean number of different actions in anchor groups of several steps.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from molmo_agent.algorithms.gigpo import anchor_group_share
+from molmo_agent.envs.prompts import anchor_observation
+
+from policy_failures import read_traces  # bench/ is on sys.path when this runs as a script
+
+
+def group_figures(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of one file's episodes, grouped by game."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        groups[record["game"]].append(record)
+    group_ids, anchors, actions = [], [], []
+    for game, episodes in groups.items():
+        for episode in episodes:
+            observation = episode["initial_obs"]
+            for t, step in enumerate(episode["steps"]):
+                group_ids.append(game)
+                anchors.append(anchor_observation(observation, episode["task"], t))
+                actions.append(step["action"])
+                observation = step["obs"]
+    taken: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for group, anchor, action in zip(group_ids, anchors, actions):
+        taken[(group, anchor)].append(action)
+    shared = [each for each in taken.values() if len(each) > 1]
+    steps = [step for record in records for step in record["steps"]]
+    return {
+        "episodes": len(records), "groups": len(groups), "group_sizes": sorted({len(e) for e in groups.values()}),
+        "temperature": records[0]["temperature"], "top_k": records[0].get("top_k", 0),
+        "success": sum(r["won"] for r in records) / len(records),
+        "steps": len(steps), "episode_length": len(steps) / len(records),
+        "format_errors": sum(not s["format_ok"] for s in steps) / len(steps),
+        "inadmissible": sum(not s["admissible"] for s in steps) / len(steps),
+        "mixed_groups": sum(0 < sum(e["won"] for e in episodes) < len(episodes)
+                            for episodes in groups.values()) / len(groups),
+        "anchor_group_share": anchor_group_share(group_ids, anchors),
+        "contrast_share": sum(len(each) for each in shared if len(set(each)) > 1) / len(steps),
+        "distinct_actions": sum(len(set(each)) for each in shared) / len(shared) if shared else 0.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("traces", nargs="+", type=Path, help="policy_failures.py play --group-size G files")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--command", action="append", default=[], help="the commands that made the traces")
+    args = parser.parse_args(argv)
+    settings = []
+    for path in args.traces:
+        records = read_traces(path)
+        if not records:
+            parser.error(f"{path} holds no episode")
+        settings.append({"traces": str(path), **group_figures(records)})
+    result = {"bench": "group_contrast", "play_commands": args.command,
+              "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+              "settings": settings}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    names = ("success", "mixed_groups", "format_errors", "inadmissible", "anchor_group_share", "contrast_share",
+             "distinct_actions", "episode_length")
+    print(f"{'T':>4} {'top_k':>5} " + " ".join(f"{name[:10]:>10}" for name in names))
+    for figures in settings:
+        print(f"{figures['temperature']:>4} {figures['top_k']:>5} " +
+              " ".join(f"{figures[name]:>10.3f}" for name in names))
+
+
+if __name__ == "__main__":
+    main()
