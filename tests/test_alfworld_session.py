@@ -14,7 +14,7 @@ import pytest
 
 from alfworld_games import broken_copy, game_files, walkthrough
 from molmo_agent.envs.alfworld.session import BANNER, TASK_PREFIX, AlfworldSession, split_intro
-from molmo_agent.envs.base import INFO_ADMISSIBLE, INFO_TASK, INFO_TASK_TYPE, INFO_WON, AgentEnv
+from molmo_agent.envs.base import INFO_ADMISSIBLE, INFO_TASK, INFO_TASK_TYPE, INFO_UNCHANGED, INFO_WON, AgentEnv
 from molmo_agent.envs.registry import make_env
 
 GAMES = game_files()
@@ -134,6 +134,9 @@ def test_junk_action_changes_nothing():
     observation, reward, terminated, _, after = session.step("dance with the fridge")
     assert observation == "Nothing happens." and reward == 0.0 and not terminated
     assert after[INFO_ADMISSIBLE] == before[INFO_ADMISSIBLE]
+    assert after[INFO_UNCHANGED] is True and INFO_UNCHANGED not in before  # a reset is a state, not feedback
+    _, _, _, _, moved = session.step(before[INFO_ADMISSIBLE][0])
+    assert moved[INFO_UNCHANGED] is False
 
 
 def test_the_registry_truncates_and_passes_knobs():

@@ -41,12 +41,24 @@ def test_groups_are_games_and_anchor_groups_their_shared_states():
     assert figures["contrast_share"] == pytest.approx(4 / 6)
     assert figures["distinct_actions"] == pytest.approx(5 / 3)
     assert figures["episode_length"] == 1.5
+    assert figures["unchanged_share"] == 0 and figures["contrast_share_raw_observation"] == figures["contrast_share"]
 
 
 def test_the_first_step_anchors_on_the_task_too():
     other_task = dict(RECORDS[1], task="put a pen in desk")
     figures = bench.group_figures([RECORDS[0], other_task])
     assert figures["contrast_share"] == pytest.approx(2 / 4)  # the desk state is shared, the room is not
+
+
+def test_a_step_after_an_action_that_changed_nothing_stands_in_the_state_it_was_taken_in():
+    records = [episode("a", [step("take pen 1 from desk 1", "Nothing happens.", admissible=False),
+                             step("go to desk 1", DESK)], won=False),
+               episode("a", [step("go to desk 1", DESK)], won=True)]
+    figures = bench.group_figures(records)
+    assert figures["unchanged_share"] == pytest.approx(1 / 3)
+    assert figures["contrast_share"] == 1.0  # all three steps in the room: two different actions
+    assert figures["contrast_share_raw_observation"] == pytest.approx(2 / 3)  # "Nothing happens." alone
+    assert figures["distinct_actions"] == 2.0
 
 
 def test_main_reads_gzipped_traces_and_refuses_an_empty_file(tmp_path, capsys):

@@ -16,6 +16,10 @@ INFO_ADMISSIBLE = "admissible_commands"  # list[str]: actions the environment ac
 INFO_WON = "won"  # bool: the task is solved
 INFO_TASK_TYPE = "task_type"  # str: the family of the task, for success rates per type
 INFO_FAILED = "failed"  # bool, set when the environment broke (crash, hang): the episode ended there
+# bool, set by an environment whose last action changed nothing (ALFWorld: "Nothing happens."). The observation is
+# then feedback, not a state: the agent loop anchors the next step on the state it stayed in, as GiGPO groups
+# steps by environment state (else every ignored action of a group shares one anchor, whatever its state)
+INFO_UNCHANGED = "unchanged"
 
 
 class ImageObservation(TypedDict):

@@ -24,12 +24,14 @@ from textworld.envs.pddl import PddlEnv
 
 from molmo_agent.envs.alfworld import grammar_cache, translation_cache
 from molmo_agent.envs.alfworld.games import GAME_FILE, TRAJ_FILE
-from molmo_agent.envs.base import INFO_ADMISSIBLE, INFO_TASK, INFO_TASK_TYPE, INFO_WON, describe_error
+from molmo_agent.envs.base import (INFO_ADMISSIBLE, INFO_TASK, INFO_TASK_TYPE, INFO_UNCHANGED, INFO_WON,
+                                   describe_error)
 
 TASK_PREFIX = "Your task is to: "
 BANNER = "-= Welcome to TextWorld, ALFRED! =-"
 # ALFWorld lists `help` among the admissible commands; it does nothing in the game, so agents never see it.
 HIDDEN_COMMANDS = frozenset({"help"})
+NOTHING_HAPPENS = "Nothing happens."  # the engine's whole answer to a command it does not accept
 UNKNOWN_TASK_TYPE = "unknown"
 
 
@@ -125,7 +127,9 @@ class AlfworldSession(gymnasium.Env):
             state, _, _ = self._env.step(action)
         won = bool(state["won"])
         self._done = won
-        return state.feedback.strip(), self.win_reward * won, won, False, self._info(state)
+        feedback = state.feedback.strip()
+        info = {**self._info(state), INFO_UNCHANGED: feedback == NOTHING_HAPPENS}
+        return feedback, self.win_reward * won, won, False, info
 
     def _load(self, path: str) -> None:
         # The engine takes the new game's problem before it can fail: until a load succeeds, no game counts as

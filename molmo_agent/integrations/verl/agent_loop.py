@@ -32,8 +32,8 @@ from uuid import uuid4
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 
 from molmo_agent.algorithms.gigpo import anchor_group_share
-from molmo_agent.envs.base import (INFO_ADMISSIBLE, INFO_FAILED, INFO_TASK_TYPE, INFO_WON, Observation,
-                                   observation_text)
+from molmo_agent.envs.base import (INFO_ADMISSIBLE, INFO_FAILED, INFO_TASK_TYPE, INFO_UNCHANGED, INFO_WON,
+                                   Observation, observation_text)
 from molmo_agent.envs.metrics import episode_metrics
 from molmo_agent.envs.pool import INFO_ERROR, SessionPool
 from molmo_agent.envs.projection import is_admissible
@@ -136,7 +136,9 @@ class EnvAgentLoop(AgentLoopBase):
                 projected = self.spec.parse_action(self.tokenizer.decode(response_ids, skip_special_tokens=True),
                                                    info)
                 admissible = is_admissible(projected.action, info.get(INFO_ADMISSIBLE))
-                anchors.append(self.spec.anchor(observation, info, step))
+                # a step after an action that changed nothing stands in the state that action was taken in
+                anchors.append(anchors[-1] if anchors and info.get(INFO_UNCHANGED)
+                               else self.spec.anchor(observation, info, step))
                 # An unreadable answer still costs a step: the environment answers it (ALFWorld: "Nothing happens.").
                 observation, reward, terminated, truncated, info = await self.slots.pool.step(slot, projected.action)
                 t2 = time.perf_counter()
