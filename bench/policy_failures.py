@@ -221,8 +221,7 @@ def play_policy(args: argparse.Namespace, games: list[Game], out: IO[str]) -> No
             episodes.append(Episode(env, observation_text(observation), info, {
                 "game": game.path, "split": game.split, "task": info[INFO_TASK], "task_type": info[INFO_TASK_TYPE],
                 "initial_obs": observation_text(observation), "temperature": args.temperature, "top_k": args.top_k,
-                "seed": args.seed,
-                "steps": []}))
+                "seed": args.seed, "steps": []}))
         while active := [episode for episode in episodes if not episode.done]:
             prompts = [prompt_ids(episode, args.history, prompt_length) for episode in active]
             answers = generate(model, rows.tokenizer, prompts, args.temperature, response_length, args.top_k)
