@@ -100,7 +100,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from policy_failures import load_policy  # bench/ is on sys.path when this runs as a script
 
-    torch.set_grad_enabled(False)
     rows = pd.read_parquet(args.rows)
     if args.limit:
         rows = rows.iloc[:args.limit]

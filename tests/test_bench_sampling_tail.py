@@ -64,6 +64,7 @@ def test_a_run_scores_each_row_at_each_setting_by_verb(molmo2_dir, tmp_path):
     out = tmp_path / "tail.json"
     bench.main(["--model", str(molmo2_dir), "--rows", str(rows), "--temperatures", "1.0", "1.5",
                 "--top-k", "0", "1", "--out", str(out)])
+    assert torch.is_grad_enabled()  # scoring leaves the process as it found it (later tests take gradients)
     result = json.loads(out.read_text())
     assert [(s["temperature"], s["top_k"]) for s in result["settings"]] == [(1.0, 0), (1.0, 1), (1.5, 0), (1.5, 1)]
     assert result["n_rows"] == 2 and result["unseen_vocab"] == result["vocab"] - 8
